@@ -1,0 +1,22 @@
+# Source this file: creates (once) or reuses the project's virtual environment and activates it.
+# The venv lives outside the clone, keyed by the hash of requirements.txt and the Python version,
+# so fresh clones and repeated CI runs share it. Override the location with UDASEG_VENV.
+set -euo pipefail
+_udaseg_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_udaseg_py="${PYTHON:-python3}"
+_udaseg_key="$( (cat "$_udaseg_root/requirements.txt"; "$_udaseg_py" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+UDASEG_VENV="${UDASEG_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/udaseg/venv-$_udaseg_key}"
+if [[ ! -f "$UDASEG_VENV/.complete" ]]; then
+    echo "[udaseg] creating the environment in $UDASEG_VENV (first run only; torch is large)" >&2
+    rm -rf "$UDASEG_VENV"
+    mkdir -p "$(dirname "$UDASEG_VENV")"
+    "$_udaseg_py" -m venv "$UDASEG_VENV"
+    "$UDASEG_VENV/bin/python" -m pip install -q --upgrade pip
+    "$UDASEG_VENV/bin/python" -m pip install -q -r "$_udaseg_root/requirements.txt"
+    touch "$UDASEG_VENV/.complete"
+fi
+# The package itself is installed editable from this clone every time (a second or two).
+"$UDASEG_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_udaseg_root" >/dev/null
+export PATH="$UDASEG_VENV/bin:$PATH"
+export VIRTUAL_ENV="$UDASEG_VENV"
+set +euo pipefail
