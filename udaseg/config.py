@@ -1,0 +1,329 @@
+"""Training configuration: schemas and composition (DESIGN.md §5).
+
+A training config has four groups — ``benchmark``, ``method``, ``model``, ``schedule`` — and a
+few top-level keys (``seed``, ``iters``, ``data_root``, ``eval_every`` …). It is composed, in
+this order, from:
+
+1. the schema defaults (the dataclasses below; the method's schema comes from its class),
+2. the group files selected by name, ``configs/<group>/<name>.yaml`` (e.g. ``method=daformer``),
+3. experiment files given as ``CONFIG`` arguments (YAML with top-level keys; a group key may hold
+   a name, which selects the group file, or a mapping, which overrides keys inside the group),
+4. ``key=value`` overrides from the command line (``method.ema_alpha=0.99``, ``iters=2000``).
+
+Every step is checked against the schema: an unknown key or a value of the wrong type is a
+:class:`~udaseg.errors.ConfigError` naming the key and the file (or "command line") it came from.
+Group files live inside the package (``udaseg/configs``) so that a pip-installed udaseg finds
+them; a group value may also be a path to a YAML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from udaseg.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+GROUPS = ("benchmark", "method", "model", "schedule")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+@dataclass
+class RareClassSamplingConfig:
+    """DAFormer spec §2. ``min_pixels`` counts pixels at the dataset's full resolution."""
+
+    enabled: bool = False
+    class_temp: float = 0.01
+    min_pixels: int = 3000
+    min_crop_ratio: float = 0.5
+
+
+@dataclass
+class TrainDataConfig:
+    """One training stream: a dataset split plus its geometric pipeline."""
+
+    dataset: str = MISSING  # registry name: gta5, synthia, cityscapes, acdc, …
+    root: str = MISSING  # relative to ``data_root`` unless absolute
+    split: str = "train"
+    options: dict[str, Any] = field(default_factory=dict)  # loader options (conditions, beta, …)
+    resize: Optional[list[int]] = None  # mmseg img_scale (long, short), aspect ratio kept
+    crop: Optional[list[int]] = None  # (h, w)
+    cat_max_ratio: float = 1.0  # DAFormer's crop rule; 1.0 disables it
+    flip: bool = True
+    rcs: RareClassSamplingConfig = field(default_factory=RareClassSamplingConfig)
+
+
+@dataclass
+class EvalDataConfig:
+    """One evaluation set with its inference protocol."""
+
+    name: str = ""  # label in reports; defaults to "<dataset>_<split>"
+    dataset: str = MISSING
+    root: str = MISSING
+    split: str = "val"
+    options: dict[str, Any] = field(default_factory=dict)
+    test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference
+    mode: str = "whole"  # whole | slide
+    window: Optional[list[int]] = None  # slide window (h, w), in the resized image
+    stride: Optional[list[int]] = None
+    flip: bool = False
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = MISSING
+    description: str = ""
+    label_space: str = "cityscapes19"
+    source: TrainDataConfig = field(default_factory=TrainDataConfig)
+    target: Optional[TrainDataConfig] = None  # None: no target data (source-only, DG)
+    val: list[EvalDataConfig] = field(default_factory=list)
+    batch_size: int = 2  # per process, for each of source and target
+
+
+@dataclass
+class ScheduleConfig:
+    """Optimizer and LR schedule (DAFormer spec §4 for the defaults)."""
+
+    name: str = "poly10warm"
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 6e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.01
+    head_lr_mult: float = 10.0
+    no_decay_norm: bool = True
+    power: float = 1.0  # poly power
+    min_lr: float = 0.0
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    grad_clip: Optional[float] = None  # max global grad norm; None = off
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    backbone: str = MISSING
+    head: str = MISSING
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    head_options: dict[str, Any] = field(default_factory=dict)
+    pretrained: Optional[str] = None  # local file or hub id; None = random init (with a notice)
+
+
+@dataclass
+class TrainConfig:
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    method: Any = None  # the method's own schema (see udaseg.methods)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: int = 0
+    iters: int = 40000
+    data_root: str = "data/minicity"
+    eval_every: int = 4000  # 0 = only at the end
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    workers: int = 2  # dataloader workers per process
+    threads: int = 0  # torch CPU threads per process (0 = torch default)
+
+
+_CHOICES = {
+    "precision": ("fp32", "bf16", "fp16"),
+    "schedule.optimizer": ("adamw", "sgd"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def available(group: str) -> list[str]:
+    """Names of the group files shipped with udaseg (``configs/<group>/*.yaml``)."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def group_file(group: str, name: str) -> Path:
+    """Resolve a group selection: a shipped name or a path to a YAML file."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return Path(name)
+    path = CONFIG_DIR / group / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown {group} {name!r}; available: {', '.join(available(group)) or 'none'}")
+    return path
+
+
+def _merge(base: DictConfig, update: dict, source: str, prefix: str = "") -> DictConfig:
+    try:
+        return OmegaConf.merge(base, OmegaConf.create(update))
+    except OmegaConfBaseException as err:
+        key = f"{prefix}{err.full_key}" if getattr(err, "full_key", None) else prefix.rstrip(".") or "?"
+        reason = str(err).splitlines()[0]
+        if "not in" in reason:
+            reason = "unknown key"
+        raise ConfigError(f"{source}: {reason}: '{key}'") from None
+
+
+def _method_schema(name: str) -> Any:
+    from udaseg.methods import get_method_class
+
+    try:
+        return get_method_class(name).Config
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
+
+
+def _split_cli(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    files, overrides = [], []
+    for arg in args:
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+            overrides.append((key.strip(), value))
+        else:
+            files.append(arg)
+    return files, overrides
+
+
+def experiment_file(name: str) -> Path:
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return Path(name)
+    path = CONFIG_DIR / "experiment" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"config {name!r} is neither a YAML file nor a shipped experiment "
+                          f"({', '.join(available('experiment')) or 'none'})")
+    return path
+
+
+def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose a training config from ``CONFIG`` files and ``key=value`` overrides."""
+    files, overrides = _split_cli(list(args))
+    experiments = [(str(p), _read_yaml(p)) for p in map(experiment_file, files)]
+
+    # 1. Which group file does each group start from? Later sources win.
+    selection: dict[str, str] = {}
+    for _, data in experiments:
+        for group in GROUPS:
+            if isinstance(data.get(group), str):
+                selection[group] = data[group]
+    for key, value in overrides:
+        if key in GROUPS:
+            selection[key] = value
+    for group in GROUPS:
+        if group not in selection:
+            raise ConfigError(f"no {group} chosen: pass {group}=NAME (available: {', '.join(available(group))})")
+    group_data = {g: (str(group_file(g, n)), _read_yaml(group_file(g, n))) for g, n in selection.items()}
+
+    # 2. The method's schema depends on its name.
+    method_name = group_data["method"][1].get("name")
+    for _, data in experiments:
+        if isinstance(data.get("method"), dict) and "name" in data["method"]:
+            method_name = data["method"]["name"]
+    for key, value in overrides:
+        if key == "method.name":
+            method_name = value
+    if not method_name:
+        raise ConfigError(f"{group_data['method'][0]}: a method file must set 'name'")
+    schema = OmegaConf.structured(TrainConfig)
+    schema.method = OmegaConf.structured(_method_schema(method_name))
+
+    cfg = schema
+    for group in GROUPS:
+        source, data = group_data[group]
+        cfg = _merge(cfg, {group: data}, source)
+    for source, data in experiments:
+        data = {k: v for k, v in data.items() if not (k in GROUPS and isinstance(v, str))}
+        cfg = _merge(cfg, data, source)
+    dotlist = [f"{k}={v}" for k, v in overrides if k not in GROUPS]
+    for item in dotlist:
+        try:
+            update = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"command line: cannot parse {item!r}: {err}") from None
+        cfg = _merge(cfg, OmegaConf.to_container(update), "command line")
+
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that the schema's types cannot express."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required config keys: {', '.join(missing)}")
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+    for i, val in enumerate(cfg.benchmark.val):
+        if val.mode not in ("whole", "slide"):
+            raise ConfigError(f"'benchmark.val[{i}].mode' must be whole or slide, got {val.mode!r}")
+        if val.mode == "slide" and (val.window is None or val.stride is None):
+            raise ConfigError(f"'benchmark.val[{i}]': slide inference needs window and stride")
+    for key in ("iters", "benchmark.batch_size"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"'{key}' must be at least 1")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def load_resolved(path: Path) -> DictConfig:
+    """Re-load a run directory's ``config.yaml`` against the schema (for --resume and eval)."""
+    data = _read_yaml(path)
+    schema = OmegaConf.structured(TrainConfig)
+    name = (data.get("method") or {}).get("name")
+    if not name:
+        raise ConfigError(f"{path}: no method.name")
+    schema.method = OmegaConf.structured(_method_schema(name))
+    cfg = _merge(schema, data, str(path))
+    validate(cfg)
+    return cfg
+
+
+def diff(a: DictConfig, b: DictConfig) -> list[str]:
+    """Keys whose values differ between two resolved configs, as 'key: a → b' lines."""
+    flat_a, flat_b = _flatten(OmegaConf.to_container(a)), _flatten(OmegaConf.to_container(b))
+    lines = []
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if flat_a.get(key, "<absent>") != flat_b.get(key, "<absent>"):
+            lines.append(f"{key}: {flat_a.get(key, '<absent>')!r} → {flat_b.get(key, '<absent>')!r}")
+    return lines
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix.rstrip('.')}[{i}]."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def as_dataclass_dict(obj: Any) -> dict:
+    """Plain dict of a dataclass instance (for method configs built in code and tests)."""
+    return dataclasses.asdict(obj)

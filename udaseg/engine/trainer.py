@@ -1,0 +1,381 @@
+"""The training loop: one file, readable top to bottom.
+
+    udaseg train benchmark=minicity_gta2cs method=source_only model=minicity_cnn --out runs/x
+    torchrun --nproc_per_node 4 -m udaseg train ...          # same command, DDP on 4 processes
+
+What happens, in order:
+
+1. **Set-up.** Join the process group if torchrun launched us; pick the device; seed this rank
+   (ranks are seeded apart); write ``config.yaml`` and ``env.json`` (rank 0).
+2. **Data.** The labelled stream (the benchmark's source — or its target for the oracle) and, when
+   the method uses it, the unlabelled target stream. Both are *stateless*: sample k of a stream is
+   a pure function of (seed, stream, k), and iteration t on rank r with batch slot b reads sample
+   k = (t·world + r)·B + b. Ranks therefore see different data, and resuming at iteration t needs
+   no sampler state. Target labels are removed from the target batch before the method sees it.
+3. **Method.** ``create_method`` builds the networks and optimizers; trainable networks are
+   wrapped in DDP (teachers and frozen models never are). On ``--resume`` everything is restored
+   from ``checkpoints/last.pt``: networks, optimizers, grad scaler, method state, RNG states and
+   the iteration.
+4. **Loop.** For t in [start, iters): set the LR of t, ``losses = method.train_step(src, tgt, t)``,
+   stop on a non-finite loss, log every ``log_every`` (``metrics.jsonl``, TensorBoard, progress
+   bar), checkpoint every ``checkpoint_every`` (atomically), evaluate every ``eval_every`` on the
+   benchmark's validation sets — for the curves only: the final checkpoint is the result; target
+   labels never select a model.
+5. **End.** Evaluate the method's ``eval_network()`` (the student) on every validation set, write
+   ``eval.json`` and the run summary with pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import udaseg
+from udaseg import config as config_lib
+from udaseg.data.catalog import get_label_space
+from udaseg.engine import dist
+from udaseg.engine.checkpoint import load_checkpoint, save_atomic
+from udaseg.errors import ConfigError, DataError, UdasegError
+
+SOURCE_STREAM, TARGET_STREAM = 0, 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up helpers
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank())
+    return device
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seeds of different (seed, rank) pairs never collide (unlike seed + rank)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def environment(cfg: DictConfig, device: torch.device) -> dict:
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(udaseg.__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "python": sys.version.split()[0], "torch": torch.__version__, "udaseg": udaseg.__version__,
+        "git_commit": commit, "platform": platform.platform(), "hostname": platform.node(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "world_size": dist.world_size(), "cpu_threads": torch.get_num_threads(),
+        "seed": cfg.seed, "command": sys.argv, "precision": cfg.precision,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+def dataset_root(spec: Any, data_root: str) -> Path:
+    root = Path(spec.root)
+    return root if root.is_absolute() else Path(data_root) / root
+
+
+def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | None = None):
+    from udaseg.data.registry import create_dataset
+
+    root = dataset_root(spec, data_root)
+    try:
+        return create_dataset(spec.dataset, root, split or spec.split, label_space=label_space,
+                              **OmegaConf.to_container(spec.options))
+    except DataError as err:
+        raise DataError(f"{err}\n(check the dataset with: udaseg data check {spec.dataset} {root}; "
+                        f"data_root is {data_root!r})") from None
+
+
+def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream: int):
+    from udaseg.data.sampling import RareClassSampling, TrainStream
+    from udaseg.data.transforms import TrainPipeline
+
+    dataset = build_dataset(spec, data_root, label_space)
+    pipeline = TrainPipeline(resize=spec.resize, crop=spec.crop, cat_max_ratio=spec.cat_max_ratio,
+                             flip=spec.flip)
+    rcs = None
+    if spec.rcs.enabled:
+        rcs = RareClassSampling.from_dataset(dataset, class_temp=spec.rcs.class_temp,
+                                             min_pixels=spec.rcs.min_pixels,
+                                             min_crop_ratio=spec.rcs.min_crop_ratio)
+    return TrainStream(dataset, pipeline, seed=[seed, stream], rcs=rcs)
+
+
+class DrawBatchSampler(torch.utils.data.Sampler):
+    """Batches of sample numbers: iteration t, rank r, slot b → (t·world + r)·B + b."""
+
+    def __init__(self, start_iter: int, iters: int, batch_size: int, rank: int, world: int):
+        self.start_iter, self.iters, self.batch_size, self.rank, self.world = start_iter, iters, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for t in range(self.start_iter, self.iters):
+            first = (t * self.world + self.rank) * self.batch_size
+            yield list(range(first, first + self.batch_size))
+
+    def __len__(self) -> int:
+        return max(self.iters - self.start_iter, 0)
+
+
+def make_loader(stream, start_iter: int, cfg: DictConfig, device: torch.device) -> Iterator[dict]:
+    sampler = DrawBatchSampler(start_iter, cfg.iters, cfg.benchmark.batch_size, dist.rank(), dist.world_size())
+    loader = torch.utils.data.DataLoader(
+        stream, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        # A private generator: creating the iterator must not consume the global RNG, or a resumed
+        # run would diverge from an uninterrupted one.
+        generator=torch.Generator().manual_seed(0),
+    )
+    return iter(loader)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+class RunLogger:
+    """``metrics.jsonl`` + TensorBoard on rank 0; silent elsewhere."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:  # tensorboard is a dependency, but logging must not kill a run
+                self.tb = None
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("iter",):
+                    prefix = f"eval/{row['eval']}/" if "eval" in row else "train/"
+                    self.tb.add_scalar(prefix + key, value, row["iter"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directory
+def default_run_dir(cfg: DictConfig) -> Path:
+    return Path("runs") / cfg.benchmark.name / f"{cfg.method.name}_{cfg.model.name}_s{cfg.seed}"
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path, resume: bool, force: bool, cli_args: list[str]) -> DictConfig:
+    """Create the run directory (or check it for ``--resume``) and return the config to run."""
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not saved.exists():
+            raise UdasegError(f"--resume: {run_dir} has no config.yaml (not a udaseg run directory)")
+        stored = config_lib.load_resolved(saved)
+        if cli_args:
+            changes = config_lib.diff(stored, cfg)
+            if changes and not force:
+                raise ConfigError("--resume: the config differs from the run's config.yaml "
+                                  "(pass --force to resume anyway):\n  " + "\n  ".join(changes))
+            return cfg if changes else stored
+        return stored
+    if saved.exists() or (run_dir / "checkpoints" / "last.pt").exists():
+        raise UdasegError(f"{run_dir} already holds a run: use --resume to continue it, or --out for a new one")
+    return cfg
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, it: int) -> list[dict]:
+    from udaseg.engine.evaluator import evaluate
+
+    results = []
+    network = method.eval_network()
+    for spec, dataset in val_sets:
+        result = evaluate(network, dataset, mode=spec.mode, flip=spec.flip,
+                          test_scale=tuple(spec.test_scale) if spec.test_scale else None,
+                          window=tuple(spec.window) if spec.window else None,
+                          stride=tuple(spec.stride) if spec.stride else None,
+                          device=device, network="student", progress=False)
+        row = result.to_json()
+        row["name"] = spec.name or f"{spec.dataset}_{spec.split}"
+        row["iter"] = it
+        results.append(row)
+    return results
+
+
+def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
+          cli_args: list[str] | None = None, progress: bool = True) -> dict:
+    """Run (or resume) one training run; returns the final ``eval.json`` content."""
+    from udaseg.methods import MethodContext, create_method
+
+    device = pick_device(cfg.device)
+    distributed = dist.init_from_env(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(run_dir)
+    if dist.is_main():
+        cfg = prepare_run_dir(cfg, run_dir, resume, force, cli_args or [])
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg = dist.broadcast_object(cfg)
+    seed_everything(rank_seed(cfg.seed, dist.rank()), cfg.deterministic)
+    if dist.is_main():
+        (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+        (run_dir / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
+
+    # Data.
+    label_space = cfg.benchmark.label_space
+    method_cls = __import__("udaseg.methods", fromlist=["get_method_class"]).get_method_class(cfg.method.name)
+    labelled_spec = cfg.benchmark.source if method_cls.labelled_stream == "source" else cfg.benchmark.target
+    if labelled_spec is None:
+        raise ConfigError(f"method {cfg.method.name} trains on the target's labels, but benchmark "
+                          f"{cfg.benchmark.name} has no target")
+    labelled = build_stream(labelled_spec, cfg.data_root, label_space, cfg.seed, SOURCE_STREAM)
+    unlabelled = None
+    if method_cls.uses_target:
+        if cfg.benchmark.target is None:
+            raise ConfigError(f"method {cfg.method.name} needs target data; benchmark {cfg.benchmark.name} has none")
+        unlabelled = build_stream(cfg.benchmark.target, cfg.data_root, label_space, cfg.seed, TARGET_STREAM)
+    val_sets = [(spec, build_dataset(spec, cfg.data_root, label_space)) for spec in cfg.benchmark.val]
+
+    # Method.
+    ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.iters,
+                        label_space=get_label_space(label_space), device=device, precision=cfg.precision)
+    method = create_method(cfg.method, ctx).to(device)
+    start_iter = 0
+    if resume and last_checkpoint(run_dir).exists():
+        state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
+        method.load_checkpoint_state(state["method"])
+        start_iter = state["iter"]
+        set_rng_state(state["rng"][min(dist.rank(), len(state["rng"]) - 1)])
+    if distributed:
+        method.setup_distributed([device.index] if device.type == "cuda" else None)
+
+    logger = RunLogger(run_dir, dist.is_main())
+    src_iter = make_loader(labelled, start_iter, cfg, device)
+    tgt_iter = make_loader(unlabelled, start_iter, cfg, device) if unlabelled is not None else None
+    bar = None
+    if progress and dist.is_main():
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iters, initial=start_iter, desc=f"{cfg.method.name}", unit="it", dynamic_ncols=True)
+
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.time()
+    for it in range(start_iter, cfg.iters):
+        source = to_device(next(src_iter), device)
+        target = None
+        if tgt_iter is not None:
+            target = to_device(next(tgt_iter), device)
+            target.pop("label", None)  # never train on target labels
+        method.train()
+        method.set_iteration(it)
+        losses = method.train_step(source, target, it)
+
+        values = {k: float(v) for k, v in losses.items()}
+        bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+        if bad:
+            ckpt = last_checkpoint(run_dir)
+            raise UdasegError(f"loss {', '.join(f'{k}={v}' for k, v in bad.items())} at iteration {it}; "
+                              f"last checkpoint: {ckpt if ckpt.exists() else 'none yet'}")
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        done = it + 1
+        if bar is not None:
+            bar.update(1)
+            if done % 10 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            logger.log({"iter": done, "lr": method.lr, **{k: v / count for k, v in sums.items()},
+                        "time": round(time.time() - t0, 3)})
+            sums, count = {}, 0
+        if done % cfg.checkpoint_every == 0 or done == cfg.iters:
+            if dist.is_main():
+                save_atomic({"iter": done, "method": method.checkpoint_state(), "rng": [rng_state()],
+                             "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
+            dist.barrier()
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.iters:
+            for row in evaluate_all(method, cfg, val_sets, device, done):
+                logger.log({"iter": done, "eval": row["name"], "mIoU": row[_primary_metric(row)],
+                            "time": round(time.time() - t0, 3),
+                            **{k: v for k, v in row.items() if k.startswith("mIoU")},
+                            "per_class_iou": row["per_class_iou"]})
+    if bar is not None:
+        bar.close()
+
+    results = evaluate_all(method, cfg, val_sets, device, cfg.iters)
+    final = dict(results[0]) if results else {}
+    final["all"] = results
+    if dist.is_main():
+        for row in results:
+            logger.log({"iter": cfg.iters, "eval": row["name"], "mIoU": row[_primary_metric(row)],
+                        "time": round(time.time() - t0, 3),
+                        **{k: v for k, v in row.items() if k.startswith("mIoU")},
+                        "per_class_iou": row["per_class_iou"], "final": True})
+        (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
+    logger.close()
+    dist.barrier()
+    return final
+
+
+def _primary_metric(row: dict) -> str:
+    keys = [k for k in row if k.startswith("mIoU") and row[k] is not None]
+    for preferred in ("mIoU19", "mIoU16", "mIoU7"):
+        if preferred in keys:
+            return preferred
+    return keys[0]

@@ -1,0 +1,34 @@
+"""Loss functions shared by the methods."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of logits to ``size`` (align_corners=False, as mmseg's resize)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def seg_cross_entropy(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
+                      *, norm: str = "all") -> torch.Tensor:
+    """Pixel-wise cross-entropy of ``logits`` [B,C,h,w] (upsampled to the label size) against
+    ``label`` [B,H,W] with 255 ignored, optionally weighted per pixel by ``weight`` [B,H,W].
+
+    ``norm="all"`` divides by all B·H·W pixels, ignored ones included (mmseg 0.16's
+    CrossEntropyLoss, which the DAFormer line trains with); ``norm="valid"`` by the non-ignored
+    pixels only (PyTorch's default)."""
+    logits = upsample_to(logits, label.shape[-2:]).float()
+    loss = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="none")
+    if weight is not None:
+        loss = loss * weight
+    if norm == "all":
+        return loss.mean()
+    if norm == "valid":
+        return loss.sum() / (label != IGNORE_INDEX).sum().clamp(min=1)
+    raise ValueError(f"norm must be 'all' or 'valid', got {norm!r}")
