@@ -1,0 +1,116 @@
+"""``create_model(cfg)``: the one entry point that builds a segmentor from a model config.
+
+Config keys (a dict or OmegaConf mapping; ``configs/model/*.yaml`` hold presets):
+
+=====================  ======================================================================
+``backbone``           registry name (``mit_b0``…``mit_b5``, ``resnet101_deeplabv2``,
+                       ``resnet50_deeplabv2``, ``tiny_cnn``) or ``timm:<model>``
+``head``               ``daformer``, ``segformer``, ``deeplabv2_aspp``, ``proda_aspp``
+``num_classes``        outputs (default 19; the ``num_classes`` argument wins)
+``pretrained``         backbone weights: ``null`` (random init, logged once), a local file, an
+                       ``http(s)://`` URL, ``hf-hub:<org>/<repo>[/<file>]``, or a family tag
+                       (``imagenet`` for MiT via smp's hub copy, for timm via timm)
+``backbone_options``   keyword options of the backbone factory (``drop_path_rate``, ``norm_mode``,
+                       ``width`` …)
+``head_options``       keyword options of the head factory (``embed_dim``, ``dilations``,
+                       ``two_branch_quirk`` …)
+``normalization``      ``imagenet`` | ``caffe_bgr`` | {mean, std, bgr}; default: the backbone's
+``align_corners``      logits upsampling convention; default: the backbone family's
+``name``               free label (ignored here)
+=====================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from udaseg.errors import ConfigError
+from udaseg.models.backbones import TIMM_PREFIX, Backbone
+from udaseg.models.backbones.timm_adapter import timm_backbone
+from udaseg.models.heads import DecodeHead
+from udaseg.models.registry import BACKBONES, HEADS
+from udaseg.models.segmentor import EncoderDecoder, get_normalization
+
+log = logging.getLogger(__name__)
+
+MODEL_KEYS = ("name", "backbone", "head", "num_classes", "pretrained", "backbone_options", "head_options",
+              "normalization", "align_corners")
+
+
+def _plain(cfg: Any) -> dict:
+    if cfg is None:
+        return {}
+    try:  # OmegaConf containers
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if hasattr(cfg, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(cfg)
+    raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names; any ``timm:<model>`` is accepted besides these."""
+    return BACKBONES.names()
+
+
+def list_heads() -> list[str]:
+    return HEADS.names()
+
+
+def create_backbone(name: str, **options: Any) -> Backbone:
+    if name.startswith(TIMM_PREFIX):
+        return timm_backbone(name, **options)
+    return BACKBONES.build(name, **options)
+
+
+def create_head(name: str, in_channels, in_strides, num_classes: int, **options: Any) -> DecodeHead:
+    return HEADS.build(name, in_channels=in_channels, in_strides=in_strides, num_classes=num_classes, **options)
+
+
+def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
+    cfg = _plain(cfg)
+    unknown = sorted(set(cfg) - set(MODEL_KEYS))
+    if unknown:
+        raise ConfigError(f"model: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(MODEL_KEYS)}")
+    for key in ("backbone", "head"):
+        if not cfg.get(key):
+            raise ConfigError(f"model.{key} is required")
+    backbone_name, head_name = cfg["backbone"], cfg["head"]
+    if not backbone_name.startswith(TIMM_PREFIX) and backbone_name not in BACKBONES:
+        raise ConfigError(f"model.backbone: unknown backbone {backbone_name!r}; registered: "
+                          f"{', '.join(list_backbones())} (or timm:<model>)")
+    if head_name not in HEADS:
+        raise ConfigError(f"model.head: unknown head {head_name!r}; registered: {', '.join(list_heads())}")
+    n_classes = num_classes if num_classes is not None else int(cfg.get("num_classes") or 19)
+
+    try:
+        backbone = create_backbone(backbone_name, **(cfg.get("backbone_options") or {}))
+    except TypeError as err:
+        raise ConfigError(f"model.backbone_options for {backbone_name}: {err}") from None
+    try:
+        head = create_head(head_name, backbone.channels, backbone.strides, n_classes, **(cfg.get("head_options") or {}))
+    except TypeError as err:
+        raise ConfigError(f"model.head_options for {head_name}: {err}") from None
+
+    normalization = get_normalization(cfg.get("normalization") or backbone.default_normalization)
+    align_corners = cfg.get("align_corners")
+    if align_corners is None:
+        align_corners = backbone.default_align_corners
+    model = EncoderDecoder(backbone, head, normalization, align_corners=bool(align_corners))
+
+    pretrained = cfg.get("pretrained")
+    if pretrained:
+        backbone.load_pretrained(str(pretrained))
+    else:
+        log.info("model: %s + %s initialised at random (no pretrained weights given)", backbone_name, head_name)
+    return model

@@ -1,0 +1,195 @@
+"""Loading weights: pretrained backbones and whole-model checkpoints.
+
+Two entry points with different strictness:
+
+* :func:`load_pretrained` — initialise a (sub)module from someone else's weights (ImageNet MiT,
+  the DeepLab ResNet-101 of AdaptSegNet/ADVENT, a SegFormer checkpoint). Keys are matched after
+  stripping the prefix that matches best (``module.``, ``backbone.``, ``model.backbone.``,
+  ``Scale.`` …). Keys the module lacks (an ImageNet classifier, a DeepLab ``layer5``) and keys the
+  file lacks are *reported* in one log line each; a **shape mismatch is an error** listing the
+  keys, and so is a file sharing no key with the module.
+* :func:`load_state_dict_strict` / :func:`load_checkpoint` — restore our own model. Every key must
+  match in name and shape; the error lists missing, unexpected and mismatched keys so that "a
+  checkpoint of another model" is recognisable at a glance.
+
+Sources accepted wherever a weight source is asked for: a local file (``.pt``/``.pth``/``.bin``
+pickles of a state dict, possibly wrapped in ``state_dict``/``model``; or ``.safetensors``), an
+``http(s)://`` URL (cached by ``torch.hub``), or ``hf-hub:<org>/<repo>[/<file>]`` (cached by
+``huggingface_hub``; honours ``HF_HUB_OFFLINE``). Nothing here downloads unless the user names
+a URL or hub id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from udaseg.errors import UdasegError
+
+log = logging.getLogger(__name__)
+
+# Wrapper keys of common checkpoint layouts, unwrapped in this order (mmseg/DAFormer: state_dict;
+# udaseg run checkpoints: modules; others: model / module).
+_WRAPPER_KEYS = ("state_dict", "modules", "model", "module")
+# Prefixes preferred when several match equally well (DAFormer checkpoints hold model.*,
+# ema_model.* and imnet_model.*; the student, "model.", is the evaluated network).
+_PREFERRED_PREFIXES = ("", "module.", "model.", "student.", "backbone.", "model.backbone.", "student.backbone.")
+_MAX_LISTED = 12
+
+
+class CheckpointMismatchError(UdasegError):
+    """Weights that do not fit the model: missing, unexpected or wrongly shaped keys."""
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    more = f" … (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+    return shown + more
+
+
+def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` from a file, URL, ``hf-hub:`` id or an in-memory mapping."""
+    if isinstance(source, Mapping):
+        state = source
+    else:
+        text = str(source)
+        if text.startswith("hf-hub:"):
+            state = _read_hf_hub(text[len("hf-hub:"):])
+        elif text.startswith(("http://", "https://")):
+            state = torch.hub.load_state_dict_from_url(text, map_location="cpu", weights_only=False)
+        else:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise UdasegError(f"weights file not found: {path}")
+            state = _read_file(path)
+    for key in _WRAPPER_KEYS:  # unwrap {"state_dict": {...}} and friends
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _read_file(path: Path) -> Mapping:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - old pickles (numpy scalars in metadata) need the full unpickler
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001
+            raise UdasegError(f"cannot read weights file {path}: {err}") from None
+
+
+def _read_hf_hub(spec: str) -> Mapping:
+    from huggingface_hub import hf_hub_download
+
+    parts = spec.split("/")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or "model.safetensors"
+    path = hf_hub_download(repo_id, filename=filename)
+    return _read_file(Path(path))
+
+
+def _best_prefix(ckpt_keys: list[str], model_keys: set[str]) -> tuple[str, int]:
+    """The key prefix (up to two dotted components, or none) whose removal matches the most
+    model keys. Ties go to the earlier entry of ``_PREFERRED_PREFIXES``, then the shorter one."""
+    candidates = {""}
+    for key in ckpt_keys:
+        parts = key.split(".")
+        for depth in (1, 2):
+            if len(parts) > depth:
+                candidates.add(".".join(parts[:depth]) + ".")
+
+    def score(prefix: str) -> tuple[int, int, int]:
+        hits = sum(1 for k in ckpt_keys if k.startswith(prefix) and k[len(prefix):] in model_keys)
+        rank = _PREFERRED_PREFIXES.index(prefix) if prefix in _PREFERRED_PREFIXES else len(_PREFERRED_PREFIXES)
+        return hits, -rank, -len(prefix)
+
+    best = max(sorted(candidates), key=score)
+    return best, score(best)[0]
+
+
+def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _shape_mismatches(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    own = module.state_dict()
+    return [f"{k} (file {tuple(v.shape)} vs model {tuple(own[k].shape)})"
+            for k, v in state.items() if k in own and own[k].shape != v.shape]
+
+
+def load_pretrained(module: nn.Module, source: str | os.PathLike | Mapping, *, what: str = "model") -> dict:
+    """Initialise ``module`` from pretrained weights, tolerating extra and missing keys.
+
+    Returns ``{"prefix", "loaded", "missing", "unexpected"}``. Raises
+    :class:`CheckpointMismatchError` when no key fits or when shapes differ.
+    """
+    full = read_state_dict(source)
+    model_keys = set(module.state_dict())
+    prefix, hits = _best_prefix(list(full), model_keys)
+    if hits == 0:
+        raise CheckpointMismatchError(
+            f"{what}: no parameter of {source} matches the model — weights of another model? "
+            f"file keys: {_listing(sorted(full))}; model keys: {_listing(sorted(model_keys))}")
+    state = _strip(full, prefix)
+    bad = _shape_mismatches(module, state)
+    if bad:
+        raise CheckpointMismatchError(f"{what}: shape mismatch loading {source}: {_listing(bad)}")
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    unexpected = sorted(set(full) - {prefix + k for k in model_keys})
+    log.info("%s: loaded %d tensors from %s%s", what, len(state) - len(result.unexpected_keys), source,
+             f" (prefix {prefix!r} stripped)" if prefix else "")
+    if missing:
+        log.warning("%s: %d keys not in %s, left at their initialisation: %s", what, len(missing), source,
+                    _listing(missing))
+    if unexpected:
+        log.info("%s: %d keys of %s not used: %s", what, len(unexpected), source, _listing(unexpected))
+    return {"prefix": prefix, "loaded": len(state) - len(result.unexpected_keys), "missing": missing,
+            "unexpected": unexpected}
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """``module.load_state_dict(state)`` with every key required, and an error that lists what
+    differs (missing, unexpected, shape) instead of PyTorch's wall of text. A uniform DDP
+    ``module.`` prefix is removed first."""
+    if state and all(k.startswith("module.") for k in state):
+        state = _strip(state, "module.")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = _shape_mismatches(module, state)
+    if missing or unexpected or bad:
+        lines = [f"{source} does not fit this model (a checkpoint of another model or config?)"]
+        if missing:
+            lines.append(f"  missing ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected ({len(unexpected)}): {_listing(unexpected)}")
+        if bad:
+            lines.append(f"  shape mismatch ({len(bad)}): {_listing(bad)}")
+        raise CheckpointMismatchError("\n".join(lines))
+    module.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(module: nn.Module, source: str | os.PathLike | Mapping, *, prefix: str | None = None) -> str:
+    """Load a whole-model checkpoint strictly. The file may hold the model under a prefix
+    (``model.``, ``student.``, ``module.``): give ``prefix`` or let the best-matching one be
+    found (ties prefer the student / ``model.``). Keys outside the prefix (a teacher, an ImageNet
+    model, optimizer state) are ignored; every key of the model must be present. Returns the
+    prefix used."""
+    full = read_state_dict(source)
+    if prefix is None:
+        prefix, hits = _best_prefix(list(full), set(module.state_dict()))
+        if hits == 0:
+            raise CheckpointMismatchError(
+                f"no parameter of {source} matches the model — a checkpoint of another model? "
+                f"file keys: {_listing(sorted(full))}")
+    load_state_dict_strict(module, _strip(full, prefix), source=f"{source}" + (f" [{prefix}*]" if prefix else ""))
+    return prefix
