@@ -1,0 +1,598 @@
+"""The common base of every dataset loader, and the file readers they share.
+
+A dataset is the list of samples of **one split** of one dataset folder, read in one **label
+space** (``cityscapes19`` by default; ``synthia16``, ``seven`` or a custom space). The contract the
+engine relies on:
+
+``len(ds)``
+    number of samples.
+``ds[i]``
+    a dict of tensors: ``"img"`` ``torch.uint8 [3, H, W]`` RGB; ``"label"`` ``torch.int64 [H, W]``
+    with ids of the label space and 255 = ignore (absent for unlabelled splits such as test);
+    ``"depth"`` ``torch.float32 [H, W]`` in metres (SYNTHIA with ``depth=True``); ``"name"`` the stem
+    used for prediction export (Cityscapes ``<city>_<seq>_<frame>``, ACDC/Dark Zurich
+    ``<seq>_frame_<n>``, GTA5 ``00001`` …); ``"meta"`` a small dict of strings and numbers (image
+    path, city/condition …) that ``torch.utils.data.default_collate`` can batch.
+``ds.load(i)``
+    the same as numpy arrays for the paired transforms: ``"img"`` ``uint8 [H, W, 3]``, ``"label"``
+    ``uint8 [H, W]`` (space ids, 255 ignore), ``"depth"`` ``float32 [H, W]``.
+``ds.label_space``, ``ds.name`` (registry name), ``ds.split``, ``ds.root``, ``ds.has_labels``.
+
+How labels are read. A sample can have several label files for the same pixels: the dataset's
+*raw* ids (GTA5 palette indices, Cityscapes ``_labelIds``, SYNTHIA class ids …) and a
+``*_labelTrainIds.png`` written by ``udaseg data prepare`` (or shipped by ACDC/Dark Zurich). Each
+file has a :class:`LabelEncoding` that says which values it may hold and how they translate into
+each label space. The loader reads a file whose values already *are* ids of the requested space
+when there is one (fast path, e.g. prepared train ids for ``cityscapes19``); otherwise it reads the
+raw ids and maps them through the catalog's lookup table — so unprepared folders work too, only a
+little slower. ``udaseg_prepared.json`` (written by prepare) records which label space the
+prepared files hold; without it they are taken as Cityscapes train ids, which is what DAFormer's
+converters write.
+
+Every label read is checked: values outside the encoding's id set, an image/label size mismatch
+or an unreadable file raise a :class:`~udaseg.errors.DataError` subclass that names the file and
+what was expected. Pairing problems (an image without a label, a label without an image) and
+empty or missing splits are found when the dataset is constructed.
+
+A family module (``gta5.py``, ``cityscapes.py`` …) subclasses :class:`SegDataset` and implements
+:meth:`SegDataset.scan`, which lists the split's files and pairs them with :func:`pair_files`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from udaseg.data import catalog
+from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
+from udaseg.errors import DataError
+
+# Files that ``udaseg data prepare`` writes into a dataset root.
+PREPARED_MANIFEST = "udaseg_prepared.json"
+SAMPLE_CLASS_STATS = "sample_class_stats.json"
+SAMPLES_WITH_CLASS = "samples_with_class.json"
+TRAIN_IDS_SUFFIX = "_labelTrainIds"
+
+# Decoding a full Cityscapes frame is ~25 Mpx; keep PIL's bomb check for absurd files only.
+Image.MAX_IMAGE_PIXELS = 1 << 30
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors with the details ``udaseg data check`` reports.
+class MissingSplitError(DataError):
+    """The folder of a split (or the dataset root) does not exist."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+class PairingError(DataError):
+    """Images without labels or labels without images, found when a dataset is constructed."""
+
+    def __init__(self, message: str, unpaired: Sequence[Unpaired]):
+        super().__init__(message)
+        self.unpaired = list(unpaired)
+
+
+class EmptySplitError(DataError):
+    """A split folder exists but holds no usable sample."""
+
+    def __init__(self, message: str, path: Path, unpaired: Sequence[Unpaired] = ()):
+        super().__init__(message)
+        self.path = path
+        self.unpaired = list(unpaired)
+
+
+class UnreadableFileError(DataError):
+    """A file that cannot be decoded (truncated, corrupt, not an image, wrong channel layout)."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+class SizeMismatchError(DataError):
+    """An image and its label (or depth map) have different sizes."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+class LabelValueError(DataError):
+    """A label file holds values outside its encoding's id set."""
+
+    def __init__(self, message: str, path: Path, values: Sequence[int]):
+        super().__init__(message)
+        self.path = path
+        self.values = list(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers. Module-level functions so that samples pickle into DataLoader and prepare workers.
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as ``uint8 [H, W, 3]`` RGB (grey and RGBA images are converted)."""
+    try:
+        with Image.open(path) as im:
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            array = np.asarray(rgb)
+    except FileNotFoundError:
+        raise UnreadableFileError(f"image {path} does not exist; expected an image file", path) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableFileError(
+            f"cannot read image {path} ({err}); expected a complete, readable image file", path) from None
+    return array
+
+
+def read_index_label(path: Path) -> np.ndarray:
+    """A single-channel label image (8-bit grey, palette indices, 16-bit grey) as a 2-D integer
+    array. A 3-channel file whose channels are equal (a grey mask saved as RGB) is accepted."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            array = np.array(im)
+    except FileNotFoundError:
+        raise UnreadableFileError(f"label {path} does not exist; expected a label image", path) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableFileError(
+            f"cannot read label {path} ({err}); expected a complete single-channel label PNG", path) from None
+    if array.dtype == bool:  # 1-bit masks
+        array = array.astype(np.uint8)
+    if array.ndim == 3:
+        if array.shape[2] >= 3 and (array[..., 0] == array[..., 1]).all() and (array[..., 0] == array[..., 2]).all():
+            array = np.ascontiguousarray(array[..., 0])
+        else:
+            raise UnreadableFileError(
+                f"label {path} is a {mode} image with different channels; expected a single-channel "
+                "label image (grey or palette) whose values are class ids", path)
+    return array
+
+
+def read_synthia_label(path: Path) -> np.ndarray:
+    """SYNTHIA ``GT/LABELS`` file: 16-bit 3-channel PNG; the class id is the R channel, which is
+    the *last* channel of OpenCV's BGR order (the G channel holds the instance id)."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise UnreadableFileError(
+            f"cannot read SYNTHIA label {path}; expected a complete 16-bit 3-channel PNG "
+            "(class id in R, instance id in G)", path)
+    if array.ndim != 3 or array.shape[2] < 3:
+        raise UnreadableFileError(
+            f"SYNTHIA label {path} has shape {array.shape}; expected a 3-channel PNG with the class id in R",
+            path)
+    return np.ascontiguousarray(array[..., 2])
+
+
+def read_depth_metres(path: Path) -> np.ndarray:
+    """SYNTHIA ``Depth/Depth`` file: 16-bit single-channel depth in centimetres → float32 metres."""
+    array = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    if array is None or array.ndim != 2:
+        raise UnreadableFileError(
+            f"cannot read depth map {path}; expected a complete 16-bit single-channel PNG in centimetres",
+            path)
+    return array.astype(np.float32) / 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+def format_ids(ids: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 7, 255]`` → ``"0-3, 7, 255"`` for messages."""
+    values = sorted(set(int(i) for i in ids))
+    parts: list[str] = []
+    start = prev = None
+    for v in values + [None]:
+        if start is None:
+            start = prev = v
+        elif v is not None and v == prev + 1:
+            prev = v
+        else:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = prev = v
+    return ", ".join(parts)
+
+
+class LabelEncoding:
+    """How the values stored in one kind of label file translate into label spaces.
+
+    ``valid_ids`` are the values a well-formed file may hold; ``mappings`` give, per label-space
+    name, raw value → space id (values not listed become 255). ``native_space`` names the space
+    whose ids the file already holds, if any (such files are read without a lookup).
+    """
+
+    def __init__(self, name: str, valid_ids: Iterable[int], mappings: Mapping[str, Mapping[int, int]],
+                 native_space: str | None = None):
+        self.name = name
+        self.valid_ids = frozenset(int(v) for v in valid_ids)
+        if any(not 0 <= v < 256 for v in self.valid_ids):
+            raise ValueError(f"{name}: label values must lie in 0..255")
+        self.valid_mask = np.zeros(256, dtype=bool)
+        self.valid_mask[sorted(self.valid_ids)] = True
+        self.mappings = {space: dict(m) for space, m in mappings.items()}
+        self.native_space = native_space
+        self._luts: dict[str, np.ndarray] = {}
+
+    def supports(self, space: LabelSpace) -> bool:
+        return space.name in self.mappings
+
+    def lut(self, space: LabelSpace) -> np.ndarray:
+        """256-entry uint8 table raw value → id of ``space`` (255 = ignore)."""
+        if space.name not in self._luts:
+            table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+            for raw, target in self.mappings[space.name].items():
+                table[raw] = target
+            self._luts[space.name] = table
+        return self._luts[space.name]
+
+    def __repr__(self) -> str:
+        return f"LabelEncoding({self.name!r}, ids {format_ids(self.valid_ids)})"
+
+
+def catalog_encoding(scheme: str, description: str) -> LabelEncoding:
+    """Encoding of one of the catalog's raw id schemes, mapped into every catalog label space."""
+    mappings = {space: catalog.raw_mapping(scheme, space) for space in catalog.LABEL_SPACES}
+    native = "cityscapes19" if scheme == "train_id" else None
+    return LabelEncoding(description, catalog.valid_raw_ids(scheme), mappings, native)
+
+
+def space_encoding(space: LabelSpace) -> LabelEncoding:
+    """Encoding of files that already hold ids of ``space`` (prepared files of a non-Cityscapes
+    space, custom datasets stored as class indices)."""
+    ids = range(space.num_classes)
+    return LabelEncoding(f"{space.name} ids", [*ids, IGNORE_INDEX], {space.name: {i: i for i in ids}},
+                         native_space=space.name)
+
+
+CITYSCAPES_LABEL_IDS = catalog_encoding("cityscapes_id", "Cityscapes label ids")
+CITYSCAPES_TRAIN_IDS = catalog_encoding("train_id", "Cityscapes train ids")
+SYNTHIA_CLASS_IDS = catalog_encoding("synthia_id", "SYNTHIA class ids")
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """One label file of a sample: where it is, what its values mean and how to decode it.
+    ``prepared`` marks files written by ``udaseg data prepare`` (skipped with ``use_prepared=False``)."""
+
+    path: Path
+    encoding: LabelEncoding
+    reader: Callable[[Path], np.ndarray] = read_index_label
+    prepared: bool = False
+
+
+@dataclass
+class LabelRead:
+    """A label read into a label space, with its per-class pixel counts (index 255 = ignore)."""
+
+    label: np.ndarray  # uint8 [H, W]
+    counts: np.ndarray  # int64 [256]
+
+
+def read_label(source: LabelSource, space: LabelSpace) -> LabelRead:
+    """Read ``source``, check its values against its encoding and map them into ``space``."""
+    raw = source.reader(source.path)
+    if raw.ndim != 2:
+        raise UnreadableFileError(f"label {source.path} has shape {raw.shape}; expected a 2-D id image",
+                                  source.path)
+    if raw.dtype.kind == "i" and raw.size and raw.min() < 0:
+        bad = sorted(set(np.unique(raw[raw < 0]).tolist()))
+        raise LabelValueError(_bad_values_message(source, bad), source.path, bad)
+    if raw.dtype.kind not in "ui":
+        raise UnreadableFileError(f"label {source.path} holds {raw.dtype} values; expected integer ids",
+                                  source.path)
+    raw_counts = np.bincount(raw.ravel(), minlength=256)
+    present = np.flatnonzero(raw_counts)
+    in_table = present < 256
+    bad_mask = ~in_table
+    bad_mask[in_table] = ~source.encoding.valid_mask[present[in_table]]
+    if bad_mask.any():
+        bad = present[bad_mask].tolist()
+        raise LabelValueError(_bad_values_message(source, bad), source.path, bad)
+    raw8 = raw if raw.dtype == np.uint8 else raw.astype(np.uint8)
+    lut = source.encoding.lut(space)
+    counts = np.bincount(lut, weights=raw_counts[:256], minlength=256).astype(np.int64)
+    if source.encoding.native_space == space.name:
+        return LabelRead(raw8, counts)
+    return LabelRead(lut[raw8], counts)
+
+
+def _bad_values_message(source: LabelSource, bad: Sequence[int]) -> str:
+    shown = ", ".join(str(v) for v in bad[:12]) + (f" … ({len(bad)} values)" if len(bad) > 12 else "")
+    return (f"label {source.path} holds values {shown} outside the {source.encoding.name} id set; "
+            f"expected values in {{{format_ids(source.encoding.valid_ids)}}}")
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SampleFiles:
+    """The files of one sample. ``labels`` lists every label file found for it (raw ids first,
+    then train ids); ``meta`` holds only strings and numbers (it is batched by default_collate)."""
+
+    name: str
+    image: Path
+    labels: tuple[LabelSource, ...] = ()
+    depth: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Unpaired:
+    """A file whose partner is missing: ``expected`` says which file should be there."""
+
+    path: Path
+    expected: str
+
+    def describe(self, root: Path | None = None) -> str:
+        return f"{relative(self.path, root)}: {self.expected}"
+
+
+@dataclass
+class SplitScan:
+    """What :meth:`SegDataset.scan` found: the paired samples and the files left without partner."""
+
+    samples: list[SampleFiles]
+    unpaired: list[Unpaired] = field(default_factory=list)
+    folder: Path | None = None  # the split's image folder, for messages
+
+
+def relative(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` in POSIX form when it lies under it (portable file names)."""
+    if root is not None:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def pair_files(
+    images: Iterable[tuple[str, Path, str]],
+    labels: Mapping[str, Sequence[LabelSource]] | None,
+    *,
+    expected_label: Callable[[Path], str],
+    expected_image: Callable[[str], str],
+    labels_need_images: bool = True,
+    make_sample: Callable[[str, Path, tuple[LabelSource, ...]], SampleFiles],
+) -> tuple[list[SampleFiles], list[Unpaired]]:
+    """Pair images with labels by key.
+
+    ``images`` yields ``(image_key, image_path, label_key)``; several images may share one label
+    (Foggy/Rain Cityscapes). ``labels`` maps label key → its label files, or is None for an
+    unlabelled split. Labels no image refers to are reported when ``labels_need_images``.
+    """
+    samples: list[SampleFiles] = []
+    unpaired: list[Unpaired] = []
+    used: set[str] = set()
+    for image_key, image_path, label_key in sorted(images, key=lambda t: str(t[1])):
+        if labels is None:
+            samples.append(make_sample(image_key, image_path, ()))
+            continue
+        sources = labels.get(label_key)
+        if not sources:
+            unpaired.append(Unpaired(image_path, f"image without label (expected {expected_label(image_path)})"))
+            continue
+        used.add(label_key)
+        samples.append(make_sample(image_key, image_path, tuple(sources)))
+    if labels is not None and labels_need_images:
+        for key in sorted(set(labels) - used):
+            unpaired.append(Unpaired(labels[key][0].path, f"label without image (expected {expected_image(key)})"))
+    return samples, unpaired
+
+
+def files_with_suffix(folder: Path, suffix: str, *, depth: int = 1) -> list[Path]:
+    """Files under ``folder`` whose names end with ``suffix``, ``depth`` levels down
+    (1 = directly inside, 2 = inside its sub-folders …), sorted."""
+    pattern = "/".join(["*"] * (depth - 1) + [f"*{suffix}"])
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+def read_prepared_space(root: Path) -> str | None:
+    """The label space of the ``*_labelTrainIds.png`` files prepare wrote under ``root`` (None when
+    there is no manifest: such files are Cityscapes train ids, as DAFormer's converters write)."""
+    manifest = root / PREPARED_MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        return str(json.loads(manifest.read_text())["label_space"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"cannot read {manifest} ({err}); expected the JSON manifest written by "
+                        "`udaseg data prepare` (delete it and run prepare again)") from None
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(tmp)`` on a temporary name in the same folder, then rename.
+    Readers never see a half-written file, and the temporary file is removed on any failure."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def to_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """numpy sample (``load`` / transform output) → the tensor dict of the dataset contract."""
+    out = dict(sample)
+    out["img"] = torch.from_numpy(np.ascontiguousarray(sample["img"].transpose(2, 0, 1)))
+    if "label" in sample:
+        out["label"] = torch.from_numpy(sample["label"].astype(np.int64))
+    if "depth" in sample:
+        out["depth"] = torch.from_numpy(np.ascontiguousarray(sample["depth"], dtype=np.float32))
+    return out
+
+
+def parse_choice(value: str | Iterable[str], allowed: Sequence[str], option: str, dataset: str,
+                 present: Sequence[str] | None = None) -> tuple[str, ...]:
+    """An option that takes one value, several, or ``"all"`` (→ ``present`` or ``allowed``)."""
+    if isinstance(value, str):
+        if value == "all":
+            return tuple(present if present is not None else allowed)
+        values = [v.strip() for v in value.split(",")]
+    else:
+        values = [str(v) for v in value]
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise DataError(f"{dataset}: unknown {option} {unknown or values!r}; expected one or more of "
+                        f"{list(allowed)} or 'all'")
+    return tuple(dict.fromkeys(values))
+
+
+# ---------------------------------------------------------------------------------------------
+class SegDataset(torch.utils.data.Dataset):
+    """Base class of the dataset families (see the module docstring for the contract).
+
+    Subclasses set the class attributes and implement :meth:`scan`; their ``__init__`` takes the
+    family's options as keyword-only arguments, stores them, then calls ``super().__init__``.
+    Common options: ``label_space`` (a name from the catalog or a :class:`LabelSpace`),
+    ``use_prepared`` (read ``*_labelTrainIds.png`` when they hold the requested space; False reads
+    the raw ids), ``unpaired`` (``"error"``: unpaired files raise; ``"skip"``: they are left out and
+    listed in ``ds.unpaired``).
+    """
+
+    name: ClassVar[str] = ""  # set by @register_dataset
+    splits: ClassVar[tuple[str, ...]] = ("train", "val")
+    labelled_splits: ClassVar[tuple[str, ...]] = ("train", "val")
+    split_aliases: ClassVar[dict[str, str]] = {}
+    # A sentence used in messages about a missing or malformed root.
+    layout: ClassVar[str] = ""
+    # prepare: write *_labelTrainIds.png beside the raw labels, and count statistics over these splits.
+    writes_train_ids: ClassVar[bool] = False
+    stats_splits: ClassVar[tuple[str, ...]] = ("train",)
+
+    def __init__(self, root: str | Path, split: str = "train", *, label_space: str | LabelSpace = "cityscapes19",
+                 use_prepared: bool = True, unpaired: str = "error"):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise MissingSplitError(f"dataset root {self.root} does not exist; expected {self.layout}", self.root)
+        self.split = self.resolve_split(split)
+        self.label_space = label_space if isinstance(label_space, LabelSpace) else self._space(label_space)
+        if unpaired not in ("error", "skip"):
+            raise DataError(f"{self.name}: unpaired={unpaired!r}; expected 'error' or 'skip'")
+        self.use_prepared = bool(use_prepared)
+        self.prepared_space = read_prepared_space(self.root)
+        scan = self.scan()
+        self.unpaired = scan.unpaired
+        self.folder = scan.folder or self.root
+        if scan.unpaired and unpaired == "error":
+            shown = "\n  ".join(u.describe(self.root) for u in scan.unpaired[:10])
+            more = f"\n  … and {len(scan.unpaired) - 10} more" if len(scan.unpaired) > 10 else ""
+            raise PairingError(
+                f"{self.name} split {self.split!r} under {self.root}: {len(scan.unpaired)} unpaired file(s)"
+                f"\n  {shown}{more}\n(pass unpaired='skip' to leave them out; `udaseg data check` lists all)",
+                scan.unpaired)
+        if not scan.samples:
+            raise EmptySplitError(
+                f"{self.name} split {self.split!r}: no usable samples in {self.folder}"
+                + (f" ({len(scan.unpaired)} unpaired file(s))" if scan.unpaired else "")
+                + f"; expected {self.layout}", self.folder, scan.unpaired)
+        self.samples = scan.samples
+        self.has_labels = bool(self.samples[0].labels)
+        self._label_choice = [self._choose_label(s) for s in self.samples] if self.has_labels else []
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def scan(self) -> SplitScan:
+        """List and pair the files of ``self.split`` (raise :class:`MissingSplitError` when the
+        split's image folder is missing, :class:`DataError` for other layout problems)."""
+        raise NotImplementedError
+
+    def meta(self, sample: SampleFiles) -> dict[str, Any]:
+        return {"dataset": self.name, "split": self.split, "image": str(sample.image), **sample.meta}
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    @classmethod
+    def resolve_split(cls, split: str) -> str:
+        split = cls.split_aliases.get(split, split)
+        if split not in cls.splits:
+            raise DataError(f"{cls.name}: unknown split {split!r}; expected one of {list(cls.splits)}")
+        return split
+
+    def require_split_dir(self, folder: Path) -> Path:
+        if not folder.is_dir():
+            raise MissingSplitError(
+                f"{self.name}: split folder {folder} does not exist (split {self.split!r}); expected {self.layout}",
+                folder)
+        return folder
+
+    def require_dir(self, folder: Path, what: str) -> Path:
+        if not folder.is_dir():
+            raise DataError(f"{self.name}: folder {folder} does not exist; expected {what}")
+        return folder
+
+    def prepared_encoding(self) -> LabelEncoding:
+        """Encoding of the ``*_labelTrainIds.png`` files prepare writes for this root."""
+        if self.prepared_space in (None, "cityscapes19"):
+            return CITYSCAPES_TRAIN_IDS
+        return space_encoding(self._space(self.prepared_space))
+
+    def _space(self, name: str) -> LabelSpace:
+        try:
+            return catalog.get_label_space(name)
+        except KeyError as err:
+            raise DataError(f"{self.name}: {err.args[0]}") from None
+
+    def _choose_label(self, sample: SampleFiles) -> LabelSource:
+        usable = [s for s in sample.labels if s.encoding.supports(self.label_space)
+                  and (self.use_prepared or not s.prepared)]
+        if not usable:
+            found = ", ".join(f"{relative(s.path, self.root)} ({s.encoding.name})" for s in sample.labels)
+            raise DataError(
+                f"{self.name}: no label file of {sample.image} can be read in label space "
+                f"{self.label_space.name!r}: found {found}; expected the raw label file (or run "
+                f"`udaseg data prepare {self.name} {self.root} --label-space {self.label_space.name} --force`)")
+        native = [s for s in usable if s.encoding.native_space == self.label_space.name]
+        return (native or usable)[0]
+
+    # -- the contract ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def label_source(self, index: int) -> LabelSource | None:
+        """The label file :meth:`load` reads for sample ``index`` (None for unlabelled splits)."""
+        return self._label_choice[index] if self.has_labels else None
+
+    def load(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        img = read_rgb(sample.image)
+        out: dict[str, Any] = {"img": img, "name": sample.name, "meta": self.meta(sample)}
+        if self.has_labels:
+            source = self._label_choice[index]
+            label = read_label(source, self.label_space).label
+            check_same_size(sample.image, img, source.path, label)
+            out["label"] = label
+        if sample.depth is not None:
+            depth = read_depth_metres(sample.depth)
+            check_same_size(sample.image, img, sample.depth, depth)
+            out["depth"] = depth
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return to_tensors(self.load(index))
+
+    def index_by_label_file(self) -> dict[str, list[int]]:
+        """Relative path (POSIX) of every label file → the sample indices that use it; used to map
+        prepare's statistics (which name label files) back to samples."""
+        table: dict[str, list[int]] = {}
+        for i, sample in enumerate(self.samples):
+            for source in sample.labels:
+                table.setdefault(relative(source.path, self.root), []).append(i)
+        return table
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"label_space={self.label_space.name!r}, samples={len(self)})")
+
+
+def check_same_size(image_path: Path, image: np.ndarray, other_path: Path, other: np.ndarray) -> None:
+    if image.shape[:2] != other.shape[:2]:
+        (h, w), (oh, ow) = image.shape[:2], other.shape[:2]
+        raise SizeMismatchError(
+            f"image {image_path} is {w}x{h} (WxH) but {other_path} is {ow}x{oh}; expected the same size",
+            other_path)
