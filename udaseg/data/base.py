@@ -275,8 +275,9 @@ class LabelRead:
     counts: np.ndarray  # int64 [256]
 
 
-def read_label(source: LabelSource, space: LabelSpace) -> LabelRead:
-    """Read ``source``, check its values against its encoding and map them into ``space``."""
+def read_label(source: LabelSource, space: LabelSpace | None) -> LabelRead:
+    """Read ``source``, check its values against its encoding and map them into ``space``
+    (``space`` None: only check; the label and counts are then the raw values)."""
     raw = source.reader(source.path)
     if raw.ndim != 2:
         raise UnreadableFileError(f"label {source.path} has shape {raw.shape}; expected a 2-D id image",
@@ -296,6 +297,8 @@ def read_label(source: LabelSource, space: LabelSpace) -> LabelRead:
         bad = present[bad_mask].tolist()
         raise LabelValueError(_bad_values_message(source, bad), source.path, bad)
     raw8 = raw if raw.dtype == np.uint8 else raw.astype(np.uint8)
+    if space is None:
+        return LabelRead(raw8, raw_counts[:256].astype(np.int64))
     lut = source.encoding.lut(space)
     counts = np.bincount(lut, weights=raw_counts[:256], minlength=256).astype(np.int64)
     if source.encoding.native_space == space.name:
@@ -305,11 +308,21 @@ def read_label(source: LabelSource, space: LabelSpace) -> LabelRead:
 
 def _bad_values_message(source: LabelSource, bad: Sequence[int]) -> str:
     shown = ", ".join(str(v) for v in bad[:12]) + (f" … ({len(bad)} values)" if len(bad) > 12 else "")
-    return (f"label {source.path} holds values {shown} outside the {source.encoding.name} id set; "
-            f"expected values in {{{format_ids(source.encoding.valid_ids)}}}")
+    return (f"label {source.path} holds values {shown} outside the valid {source.encoding.name} "
+            f"{{{format_ids(source.encoding.valid_ids)}}}")
 
 
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrepareJob:
+    """One label file for prepare: read ``source``, write its train ids to ``out`` (None: only
+    statistics), and count its classes into the statistics when ``count``."""
+
+    source: LabelSource
+    out: Path | None
+    count: bool
+
+
 @dataclass
 class SampleFiles:
     """The files of one sample. ``labels`` lists every label file found for it (raw ids first,
@@ -393,17 +406,82 @@ def files_with_suffix(folder: Path, suffix: str, *, depth: int = 1) -> list[Path
     return sorted(p for p in folder.glob(pattern) if p.is_file())
 
 
-def read_prepared_space(root: Path) -> str | None:
-    """The label space of the ``*_labelTrainIds.png`` files prepare wrote under ``root`` (None when
-    there is no manifest: such files are Cityscapes train ids, as DAFormer's converters write)."""
+@dataclass(frozen=True)
+class PreparedState:
+    """What ``udaseg_prepared.json`` says about the files prepare wrote under a root: the label
+    space of the ``*_labelTrainIds.png`` files and statistics, and whether the run finished.
+    ``complete`` is False while prepare is switching a root to another label space (the prepared
+    files are then a mix and are not read)."""
+
+    label_space: str
+    complete: bool = True
+
+
+def read_prepared_state(root: Path) -> PreparedState | None:
+    """The manifest of ``root``, or None when there is none: prepared files without a manifest are
+    Cityscapes train ids, which is what DAFormer's converters write."""
     manifest = root / PREPARED_MANIFEST
     if not manifest.is_file():
         return None
     try:
-        return str(json.loads(manifest.read_text())["label_space"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        data = json.loads(manifest.read_text())
+        return PreparedState(str(data["label_space"]), data.get("status", "complete") == "complete")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise DataError(f"cannot read {manifest} ({err}); expected the JSON manifest written by "
                         "`udaseg data prepare` (delete it and run prepare again)") from None
+
+
+def read_prepared_space(root: Path) -> str | None:
+    """The label space of the statistics and train-id files prepare wrote under ``root`` (None: no
+    manifest). Raises when the last prepare run did not finish."""
+    state = read_prepared_state(root)
+    if state is not None and not state.complete:
+        raise DataError(f"{root / PREPARED_MANIFEST}: the last `udaseg data prepare` run on {root} did not finish; "
+                        "run it again (with --force if it refused to overwrite files)")
+    return state.label_space if state is not None else None
+
+
+def parallel_map(function: Callable[[Any, Any], Any], items: Sequence[Any], context: Any, *,
+                 workers: int | None = None, progress: bool = False, desc: str = "") -> list[Any]:
+    """``[function(context, item) for item in items]``, over worker processes when it pays off.
+    ``context`` (e.g. a dataset) is sent once per worker, not once per item."""
+    from tqdm.auto import tqdm
+
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
+    bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(items) < 4 * workers:
+            results = []
+            for item in items:
+                results.append(function(context, item))
+                bar.update()
+            return results
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunk = max(1, len(items) // (workers * 8))
+        with ProcessPoolExecutor(workers, initializer=_set_worker_context, initargs=(function, context)) as pool:
+            results = []
+            for result in pool.map(_call_in_worker, items, chunksize=chunk):
+                results.append(result)
+                bar.update()
+            return results
+    finally:
+        bar.close()
+
+
+_WORKER_CONTEXT: tuple[Callable, Any] | None = None
+
+
+def _set_worker_context(function: Callable, context: Any) -> None:
+    global _WORKER_CONTEXT
+    cv2.setNumThreads(1)  # one process per core already
+    _WORKER_CONTEXT = (function, context)
+
+
+def _call_in_worker(item: Any) -> Any:
+    function, context = _WORKER_CONTEXT
+    return function(context, item)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -477,7 +555,7 @@ class SegDataset(torch.utils.data.Dataset):
         if unpaired not in ("error", "skip"):
             raise DataError(f"{self.name}: unpaired={unpaired!r}; expected 'error' or 'skip'")
         self.use_prepared = bool(use_prepared)
-        self.prepared_space = read_prepared_space(self.root)
+        self.prepared_state = read_prepared_state(self.root)
         scan = self.scan()
         self.unpaired = scan.unpaired
         self.folder = scan.folder or self.root
@@ -526,11 +604,47 @@ class SegDataset(torch.utils.data.Dataset):
             raise DataError(f"{self.name}: folder {folder} does not exist; expected {what}")
         return folder
 
-    def prepared_encoding(self) -> LabelEncoding:
-        """Encoding of the ``*_labelTrainIds.png`` files prepare writes for this root."""
-        if self.prepared_space in (None, "cityscapes19"):
+    def prepared_encoding(self) -> LabelEncoding | None:
+        """Encoding of the ``*_labelTrainIds.png`` files prepare writes for this root (None while a
+        prepare run that changes their label space has not finished: they are then not read)."""
+        state = self.prepared_state
+        if state is None or (state.complete and state.label_space == "cityscapes19"):
             return CITYSCAPES_TRAIN_IDS
-        return space_encoding(self._space(self.prepared_space))
+        if not state.complete:
+            return None
+        return space_encoding(self._space(state.label_space))
+
+    def train_ids_path(self, raw: Path) -> Path:
+        """Where prepare writes the train ids of raw label file ``raw``:
+        ``x_labelIds.png`` → ``x_labelTrainIds.png``, ``x.png`` → ``x_labelTrainIds.png``."""
+        if raw.name.endswith("_labelIds.png"):
+            return raw.with_name(raw.name[: -len("_labelIds.png")] + "_labelTrainIds.png")
+        return raw.with_name(raw.stem + TRAIN_IDS_SUFFIX + ".png")
+
+    @classmethod
+    def check_options(cls, root: Path) -> dict[str, Any]:
+        """Options ``udaseg data check`` opens the dataset with, so that it reads every file."""
+        return {}
+
+    @classmethod
+    def split_names(cls, root: Path, options: Mapping[str, Any], *, labelled: bool = False) -> tuple[str, ...]:
+        """The splits this family can have (``labelled``: those with labels)."""
+        return cls.labelled_splits if labelled else cls.splits
+
+    def prepare_jobs(self) -> list[PrepareJob]:
+        """The label files ``udaseg data prepare`` converts and/or counts for this split."""
+        count = self.split in self.stats_splits
+        return [self.prepare_job(sample.labels, count) for sample in self.samples]
+
+    def prepare_job(self, sources: Sequence[LabelSource], count: bool) -> PrepareJob:
+        """Convert from the original label file (never from a previous prepare's output); when
+        only prepared files are left, just count them."""
+        originals = [s for s in sources if not s.prepared and s.encoding.supports(self.label_space)]
+        if originals:
+            native = [s for s in originals if s.encoding.native_space == self.label_space.name]
+            source = (native or originals)[0]
+            return PrepareJob(source, self.train_ids_path(source.path) if self.writes_train_ids else None, count)
+        return PrepareJob(self._choose_label(SampleFiles("", sources[0].path, tuple(sources))), None, count)
 
     def _space(self, name: str) -> LabelSpace:
         try:

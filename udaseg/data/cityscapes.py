@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from udaseg.data.base import (CITYSCAPES_LABEL_IDS, DataError, LabelSource, SampleFiles, SegDataset, SplitScan,
+from udaseg.data.base import (CITYSCAPES_LABEL_IDS, DataError, LabelSource, PrepareJob, SampleFiles, SegDataset, SplitScan,
                               files_with_suffix, pair_files)
 from udaseg.data.registry import register_dataset
 
@@ -60,7 +60,7 @@ class _CityscapesFamily(SegDataset):
         labels: dict[str, list[LabelSource]] = {}
         for path in files_with_suffix(folder, RAW_LABEL_SUFFIX, depth=2):
             labels.setdefault(path.name[: -len(RAW_LABEL_SUFFIX)], []).insert(0, LabelSource(path, CITYSCAPES_LABEL_IDS))
-        for path in files_with_suffix(folder, TRAIN_LABEL_SUFFIX, depth=2):
+        for path in files_with_suffix(folder, TRAIN_LABEL_SUFFIX, depth=2) if prepared is not None else ():
             labels.setdefault(path.name[: -len(TRAIN_LABEL_SUFFIX)], []).append(
                 LabelSource(path, prepared, prepared=True))
         return labels
@@ -87,6 +87,13 @@ class _CityscapesFamily(SegDataset):
             make_sample=lambda key, image, sources: SampleFiles(metas[image][0], image, sources, meta=metas[image][1]),
         )
         return SplitScan(samples, unpaired, folder)
+
+    def prepare_jobs(self) -> list[PrepareJob]:
+        """Every gtFine label of the split, whether or not this variant has an image for it, so
+        that preparing cityscapes, cityscapes_foggy and cityscapes_rain writes the same files."""
+        count = self.split in self.stats_splits
+        labels = self.gtfine_labels(self.split)
+        return [self.prepare_job(labels[key], count) for key in sorted(labels)]
 
     def expected_image(self, stem: str) -> str:
         return f"{self.image_folder}/{self.split}/{stem.split('_')[0]}/{stem}{IMAGE_SUFFIX}"

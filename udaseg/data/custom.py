@@ -148,7 +148,7 @@ def load_class_map(path: str | Path) -> ClassMap:
         if ignore is not None and ignore in mapping:
             raise fail("ignore_index", f"a value not in id_map ({ignore} is mapped there; set ignore_index: null)")
         valid = set(mapping) | ({ignore} if ignore is not None else set())
-        encoding = LabelEncoding(f"{path.name} label values", valid, {space.name: mapping})
+        encoding = LabelEncoding(f"label values of {path.name}", valid, {space.name: mapping})
 
     splits_data = data.get("splits")
     if not isinstance(splits_data, dict) or not splits_data:
@@ -200,6 +200,11 @@ class CustomDataset(SegDataset):
         self.labelled_splits = self.class_map.labelled_splits
         self.stats_splits = (self.class_map.stats_split,) if self.class_map.stats_split else ()
         super().__init__(root, split, label_space=space, **common)
+
+    @classmethod
+    def split_names(cls, root: Path, options: Mapping[str, Any], *, labelled: bool = False) -> tuple[str, ...]:
+        cmap = load_class_map(find_class_map(Path(root), options.get("class_map")))
+        return cmap.labelled_splits if labelled else tuple(cmap.splits)
 
     def resolve_split(self, split: str) -> str:
         if split not in self.class_map.splits:

@@ -39,6 +39,10 @@ class DarkZurich(SegDataset):
         self.conditions_option = conditions
         super().__init__(root, split, **common)
 
+    @classmethod
+    def check_options(cls, root: Path) -> dict:
+        return {"conditions": "all"}
+
     def scan(self) -> SplitScan:
         split_dir = self.require_split_dir(self.root / "rgb_anon" / self.split)
         present = [c for c in TIMES_OF_DAY if (split_dir / c).is_dir()]

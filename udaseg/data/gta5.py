@@ -32,6 +32,8 @@ class GTA5(SegDataset):
         prepared = self.prepared_encoding()
         for path in files_with_suffix(labels_dir, ".png"):
             if path.stem.endswith(TRAIN_IDS_SUFFIX):
+                if prepared is None:
+                    continue
                 key = path.stem[: -len(TRAIN_IDS_SUFFIX)]
                 labels.setdefault(key, []).append(LabelSource(path, prepared, prepared=True))
             else:

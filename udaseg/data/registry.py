@@ -77,3 +77,33 @@ def create_dataset(name: str, root: str | Path, split: str = "train", **options:
         raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; "
                           f"accepted: {', '.join(sorted(accepted))}")
     return get_dataset_class(name)(root, split, **options)
+
+
+def open_splits(name: str, root: str | Path, splits: list[str] | None = None, *, labelled: bool = False,
+                **options: Any) -> tuple[list, list]:
+    """Open dataset ``name`` for several splits of ``root``: the given ``splits``, or every split
+    of the family (``labelled``: every labelled one) whose folder exists.
+
+    Returns ``(datasets, missing)`` where ``missing`` holds the :class:`MissingSplitError` of
+    splits whose folders are absent. Other construction errors propagate; a missing root raises,
+    as does finding no split at all when none were named.
+    """
+    from udaseg.data.base import MissingSplitError
+
+    cls = get_dataset_class(name)
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingSplitError(f"dataset root {root} does not exist; expected {cls.layout}", root)
+    names = list(splits) if splits else list(cls.split_names(root, options, labelled=labelled))
+    datasets, missing = [], []
+    for split in names:
+        try:
+            datasets.append(create_dataset(name, root, split, **options))
+        except MissingSplitError as err:
+            missing.append(err)
+    if not datasets and not splits:
+        kind = "labelled split" if labelled else "split"
+        raise MissingSplitError(
+            f"{name}: no {kind} found under {root} (looked for {', '.join(names)}); expected {cls.layout}"
+            + (f"\n  {missing[0]}" if missing else ""), root)
+    return datasets, missing

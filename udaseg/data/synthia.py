@@ -35,6 +35,10 @@ class Synthia(SegDataset):
         self.with_depth = bool(depth)
         super().__init__(root, split, **common)
 
+    @classmethod
+    def check_options(cls, root: Path) -> dict:
+        return {"depth": (Path(root) / "Depth" / "Depth").is_dir()}
+
     def scan(self) -> SplitScan:
         images_dir = self.require_split_dir(self.root / "RGB")
         labels_dir = self.require_dir(self.root / "GT" / "LABELS", "SYNTHIA label PNGs (GT/LABELS beside RGB/)")
@@ -44,6 +48,8 @@ class Synthia(SegDataset):
         labels: dict[str, list[LabelSource]] = {}
         for path in files_with_suffix(labels_dir, ".png"):
             if path.stem.endswith(TRAIN_IDS_SUFFIX):
+                if prepared is None:
+                    continue
                 key = path.stem[: -len(TRAIN_IDS_SUFFIX)]
                 labels.setdefault(key, []).append(LabelSource(path, prepared, prepared=True))
             else:
