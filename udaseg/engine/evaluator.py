@@ -22,7 +22,6 @@ them); reports multiply by 100. ``EvalResult.to_json()`` is the ``eval.json`` sc
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -37,8 +36,6 @@ from udaseg.data.catalog import IGNORE_INDEX, LabelSpace, raw_to_space_lut
 from udaseg.engine import dist
 from udaseg.engine.inference import describe, infer_logits
 from udaseg.errors import DataError
-
-log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +207,9 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
     [3, H, W], ``label`` int64 [H, W] in ``dataset.label_space``, 255 = ignore).
 
     ``network`` only labels the result (pass the teacher module to evaluate the teacher). The
-    model is put in eval mode for the run and restored afterwards.
+    model runs where its parameters are, in eval mode (restored afterwards); ``device`` (default:
+    the model's) is where images are sent and the confusion matrix is accumulated. Items of equal
+    size are batched up to ``batch_size``.
     """
     label_space: LabelSpace = dataset.label_space
     num_classes = getattr(model, "num_classes", label_space.num_classes)
