@@ -234,3 +234,41 @@ MAKERS = {
 LABELLED_SPLIT = {"gta5": "train", "synthia": "train", "cityscapes": "train", "cityscapes_foggy": "train",
                   "cityscapes_rain": "train", "acdc": "train", "darkzurich": "val", "mapillary": "training",
                   "custom": "train"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Damage helpers for the bad-input tests: rewrite a label file in its own format.
+def _rewrite_label(path: Path, label: np.ndarray) -> None:
+    from udaseg.data.base import read_synthia_label  # noqa: F401  (format decided by the folder)
+
+    if path.parent.name == "LABELS" and not path.stem.endswith("_labelTrainIds"):
+        write_synthia_label(path, label)
+    else:
+        with Image.open(path) as im:
+            palette = im.mode == "P"
+        (write_palette if palette else write_grey)(path, label)
+
+
+def read_raw(path: Path) -> np.ndarray:
+    from udaseg.data.base import read_index_label, read_synthia_label
+
+    if path.parent.name == "LABELS" and not path.stem.endswith("_labelTrainIds"):
+        return read_synthia_label(path)
+    return read_index_label(path)
+
+
+def put_label_value(path: Path, value: int) -> None:
+    """Set one pixel of label file ``path`` to ``value``."""
+    label = read_raw(path).copy()
+    label[0, 0] = value
+    _rewrite_label(path, label)
+
+
+def widen_label(path: Path) -> None:
+    """Add a column to label file ``path`` (image/label size mismatch)."""
+    label = read_raw(path)
+    _rewrite_label(path, np.concatenate([label, label[:, :1]], axis=1))
+
+
+def first_invalid_value(valid_ids) -> int:
+    return next(v for v in range(256) if v not in valid_ids)

@@ -700,8 +700,8 @@ class SegDataset(torch.utils.data.Dataset):
         return table
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
-                f"label_space={self.label_space.name!r}, samples={len(self)})")
+        return (f"{type(self).__name__}(root={str(getattr(self, 'root', ''))!r}, split={getattr(self, 'split', '')!r}, "
+                f"label_space={getattr(getattr(self, 'label_space', None), 'name', '')!r}, samples={len(getattr(self, 'samples', ()))})")
 
 
 def check_same_size(image_path: Path, image: np.ndarray, other_path: Path, other: np.ndarray) -> None:

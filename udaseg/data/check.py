@@ -126,6 +126,11 @@ def check(dataset: str, root: Path, *, splits: list[str] | None = None, class_ma
         options["label_space"] = label_space
     report = CheckReport(dataset, root)
     names = list(splits) if splits else list(cls.split_names(root, options)) if root.is_dir() else []
+    if splits and root.is_dir():
+        known = list(cls.split_names(root, options))
+        unknown = [s for s in splits if s not in known and s not in cls.split_aliases]
+        if unknown:
+            raise DataError(f"{dataset}: unknown split(s) {unknown}; expected some of {known}")
     opened: list[SegDataset] = []
     for split in names or [None]:
         try:

@@ -94,7 +94,7 @@ class Mapillary(SegDataset):
 
     def scan(self) -> SplitScan:
         split_dir = self.require_split_dir(self.root / self.split)
-        images_dir = self.require_dir(split_dir / "images", f"Mapillary images ({self.split}/images/<key>.jpg)")
+        images_dir = self.require_split_dir(split_dir / "images")
         labels = None
         if self.split in self.labelled_splits:
             encoding = self.encoding()
