@@ -1,0 +1,690 @@
+"""How each domain looks: per-class palettes, textures, lighting, sky and camera effects.
+
+The domain shift MiniCity needs is *class-conditional and structural*, like GTA5 → Cityscapes: a
+global colour change is undone by colour-jitter augmentation, so here every material moves
+differently between domains (GTA roads are dark and its sidewalks light; in the real domains the
+two are nearly the same grey and differ by texture and position; GTA vegetation and grass are
+saturated greens, real ones olive and brown; GTA cars and clothes are saturated, real ones mostly
+black, grey and white), and the real domains carry detail the simulators lack:
+
+* asphalt grain, wear, patches and tyre tracks; paving joints on sidewalks; grass texture;
+* window grids and shop fronts on facades; leaves on trees and hedges;
+* car windows, tyres with rims, lights; lit lamps in traffic lights; sign faces with borders;
+* directional light with soft cast shadows and ambient occlusion at the foot of walls;
+* lens blur, sensor noise, vignetting, white balance and exposure changes, JPEG artefacts.
+
+The simulated domains are flat-shaded (one colour per face), saturated, noise-free and sharp; GTA
+and SYNTHIA also differ from each other (GTA: sunny, warm, saturated; SYNTHIA: pale, cool, even
+light). Geometry and labels are never touched here.
+
+Colours are specified in sRGB 0–255 and processed as floats in [0, 1]. Per-instance variation
+comes from each object's ``tint`` random numbers, so an object's colour is fixed by the scene and
+reproducible. All randomness comes from the frame's generator.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from udaseg.data.minicity import weather
+from udaseg.data.minicity.render import Render, ground_shadow
+from udaseg.data.minicity.scene import BOX, Material as M
+
+@dataclass(frozen=True)
+class Look:
+    name: str
+    # Material → a tuple of sRGB colours (one is chosen per object by its tint), or an HSV range
+    # ("hue", (s_lo, s_hi), (v_lo, v_hi)) for freely coloured objects such as cars and clothes.
+    palette: dict
+    jitter: float  # per-instance brightness variation (fraction)
+    sky_zenith: tuple[int, int, int]
+    sky_horizon: tuple[int, int, int]
+    clouds: float  # 0 = clear sky
+    textures: bool  # the real domains' fine detail
+    ambient: float
+    diffuse: float
+    shadow: float  # cast-shadow darkening (0 = none)
+    glass_as_body: bool  # simulators: cabins and windows drawn in the body colour
+    blur_px: tuple[float, float]  # Gaussian sigma at width 512
+    noise: tuple[float, float]  # sensor noise sigma (/255)
+    jpeg_quality: tuple[int, int] | None
+    vignetting: float
+    white_balance: float  # per-channel gain jitter
+    exposure: tuple[float, float]
+    saturation: float = 1.0
+    gamma: float = 1.0
+    city_styles: int = 1  # real domains: a few facade/bus palettes that vary by city
+
+
+def _hue(s: tuple[float, float], v: tuple[float, float]):
+    return ("hue", s, v)
+
+
+_GTA = {
+    M.ROAD: ((70, 71, 80),), M.LANE_MARK: ((232, 232, 224), (226, 190, 62)), M.SIDEWALK: ((176, 160, 140),),
+    M.CURB: ((196, 190, 178),), M.TERRAIN: ((152, 172, 70), (138, 160, 62)), M.BARE_GROUND: ((166, 132, 94),),
+    M.PARKING: ((84, 82, 90),),
+    M.FACADE: ((198, 160, 116), (182, 96, 70), (216, 206, 176), (122, 138, 164), (170, 170, 162), (222, 188, 136)),
+    M.WALL: ((210, 196, 172), (186, 176, 164)), M.FENCE: ((136, 106, 76), (156, 156, 156)),
+    M.GUARD_RAIL: ((180, 180, 180),), M.POLE: ((104, 106, 114),), M.LAMP: ((210, 210, 196),),
+    M.TRAFFIC_LIGHT: ((52, 60, 36),), M.SIGN: ((28, 84, 204), (214, 38, 38), (238, 238, 238), (236, 200, 36)),
+    M.TRUNK: ((104, 78, 52),), M.FOLIAGE: ((48, 132, 36), (70, 146, 38)), M.HEDGE: ((44, 118, 38),),
+    M.STATIC: ((92, 92, 98), (146, 112, 78), (58, 104, 58)),
+    M.SKIN: ((228, 182, 140), (176, 122, 84), (112, 76, 54)), M.HAIR: ((44, 32, 24), (116, 82, 44), (22, 22, 22)),
+    M.TOP: _hue((0.55, 0.95), (0.45, 0.95)), M.TROUSERS: ((42, 62, 126), (52, 52, 58), (156, 134, 100)),
+    M.HELMET: _hue((0.6, 1.0), (0.5, 0.95)),
+    M.CAR_BODY: _hue((0.55, 1.0), (0.35, 0.95)), M.GLASS: ((40, 60, 90),), M.WHEEL: ((36, 36, 38),),
+    M.CARGO: ((238, 238, 236), (206, 60, 38), (60, 92, 166)), M.BUS_BODY: ((226, 182, 38), (206, 50, 38), (46, 146, 70)),
+    M.TRAM_BODY: ((214, 44, 38), (242, 242, 236)), M.BIKE_FRAME: _hue((0.6, 1.0), (0.4, 0.9)),
+    M.MOTO_BODY: _hue((0.6, 1.0), (0.4, 0.9)), M.ROOF: ((0, 0, 0),),
+}
+
+_SYNTHIA = {
+    M.ROAD: ((104, 98, 94),), M.LANE_MARK: ((244, 244, 244),), M.SIDEWALK: ((182, 184, 194),),
+    M.CURB: ((204, 204, 210),), M.TERRAIN: ((120, 150, 90),), M.BARE_GROUND: ((150, 136, 120),),
+    M.PARKING: ((112, 106, 104),),
+    M.FACADE: ((214, 204, 188), (194, 172, 150), (160, 152, 144), (204, 192, 204), (176, 190, 200)),
+    M.WALL: ((196, 196, 190), (170, 160, 150)), M.FENCE: ((110, 120, 130), (170, 150, 120)),
+    M.GUARD_RAIL: ((190, 190, 190),), M.POLE: ((130, 134, 140),), M.LAMP: ((220, 220, 220),),
+    M.TRAFFIC_LIGHT: ((70, 70, 74),), M.SIGN: ((60, 110, 200), (220, 80, 80), (240, 240, 240)),
+    M.TRUNK: ((120, 100, 80),), M.FOLIAGE: ((92, 128, 64), (104, 138, 70)), M.HEDGE: ((88, 124, 62),),
+    M.STATIC: ((120, 120, 126), (170, 140, 110)),
+    M.SKIN: ((236, 196, 164), (190, 140, 104)), M.HAIR: ((70, 56, 44), (150, 120, 80)),
+    M.TOP: _hue((0.3, 0.65), (0.55, 0.95)), M.TROUSERS: _hue((0.2, 0.5), (0.3, 0.7)),
+    M.HELMET: _hue((0.3, 0.7), (0.6, 0.95)),
+    M.CAR_BODY: _hue((0.3, 0.7), (0.45, 0.95)), M.GLASS: ((70, 90, 110),), M.WHEEL: ((60, 60, 64),),
+    M.CARGO: ((220, 220, 220),), M.BUS_BODY: ((90, 150, 210), (230, 140, 60), (200, 200, 200)),
+    M.TRAM_BODY: ((200, 200, 210),), M.BIKE_FRAME: _hue((0.3, 0.7), (0.4, 0.9)),
+    M.MOTO_BODY: _hue((0.3, 0.7), (0.4, 0.9)), M.ROOF: ((0, 0, 0),),
+}
+
+# The "real" palette (Cityscapes, ACDC): desaturated, overcast; road and sidewalk nearly equal.
+_REAL = {
+    M.ROAD: ((116, 111, 116),), M.LANE_MARK: ((196, 196, 190),), M.SIDEWALK: ((126, 121, 115),),
+    M.CURB: ((148, 145, 140),), M.TERRAIN: ((100, 102, 66), (112, 104, 74)), M.BARE_GROUND: ((112, 100, 84),),
+    M.PARKING: ((108, 104, 104),),
+    M.FACADE: ((160, 150, 134), (132, 120, 108), (184, 178, 166), (142, 96, 80), (118, 122, 128), (170, 158, 126)),
+    M.WALL: ((138, 134, 128), (118, 108, 98), (150, 140, 120)), M.FENCE: ((88, 94, 90), (118, 108, 88), (70, 74, 78)),
+    M.GUARD_RAIL: ((160, 162, 160),), M.POLE: ((86, 88, 90), (110, 112, 110)), M.LAMP: ((150, 150, 145),),
+    M.TRAFFIC_LIGHT: ((32, 33, 34),), M.SIGN: ((230, 230, 226), (40, 80, 160), (236, 196, 40)),
+    M.TRUNK: ((70, 62, 52),), M.FOLIAGE: ((60, 76, 38), (72, 86, 44), (54, 66, 40)), M.HEDGE: ((56, 70, 36),),
+    M.STATIC: ((90, 92, 94), (60, 80, 60), (130, 120, 100)),
+    M.SKIN: ((208, 164, 134), (156, 110, 82), (96, 66, 50)), M.HAIR: ((40, 32, 26), (96, 74, 50), (150, 130, 100)),
+    M.TOP: _hue((0.0, 0.35), (0.08, 0.6)), M.TROUSERS: ((34, 38, 52), (30, 30, 32), (84, 80, 74)),
+    M.HELMET: _hue((0.0, 0.5), (0.1, 0.8)),
+    M.CAR_BODY: ((28, 28, 30), (28, 28, 30), (72, 74, 78), (160, 162, 166), (160, 162, 166), (214, 214, 210),
+                 (214, 214, 210), (34, 44, 70), (124, 30, 30), (60, 70, 60)),
+    M.GLASS: ((36, 44, 52),), M.WHEEL: ((22, 22, 22),),
+    M.CARGO: ((212, 212, 206), (152, 152, 150), (170, 50, 40)), M.BUS_BODY: ((226, 222, 208), (196, 176, 56), (168, 40, 40)),
+    M.TRAM_BODY: ((228, 228, 222), (208, 178, 40), (40, 90, 150)), M.BIKE_FRAME: ((30, 30, 30), (60, 60, 60), (140, 30, 30)),
+    M.MOTO_BODY: ((26, 26, 28), (120, 120, 124), (150, 30, 30)), M.ROOF: ((0, 0, 0),),
+}
+
+LOOKS: dict[str, Look] = {
+    "gta": Look(
+        "gta", _GTA, jitter=0.08, sky_zenith=(70, 132, 222), sky_horizon=(168, 200, 238), clouds=0.25,
+        textures=False, ambient=0.55, diffuse=0.6, shadow=0.0, glass_as_body=True, blur_px=(0.0, 0.0),
+        noise=(0.0, 0.0), jpeg_quality=None, vignetting=0.0, white_balance=0.03, exposure=(0.95, 1.1),
+        saturation=1.1,
+    ),
+    "synthia": Look(
+        "synthia", _SYNTHIA, jitter=0.05, sky_zenith=(176, 196, 222), sky_horizon=(222, 228, 236), clouds=0.0,
+        textures=False, ambient=0.78, diffuse=0.3, shadow=0.0, glass_as_body=True, blur_px=(0.0, 0.0),
+        noise=(0.0, 0.0), jpeg_quality=None, vignetting=0.0, white_balance=0.02, exposure=(0.97, 1.05),
+    ),
+    "cityscapes": Look(
+        "cityscapes", _REAL, jitter=0.12, sky_zenith=(188, 196, 208), sky_horizon=(222, 226, 230), clouds=0.6,
+        textures=True, ambient=0.62, diffuse=0.45, shadow=0.42, glass_as_body=False, blur_px=(0.5, 0.9),
+        noise=(2.0, 4.5), jpeg_quality=(72, 92), vignetting=0.25, white_balance=0.07, exposure=(0.78, 1.08),
+        saturation=0.85, gamma=1.08, city_styles=3,
+    ),
+}
+LOOKS["acdc"] = replace(
+    LOOKS["cityscapes"], name="acdc", sky_zenith=(178, 190, 206), blur_px=(0.4, 0.8), noise=(2.5, 5.0),
+    vignetting=0.35, saturation=0.95, gamma=1.0,
+    palette={**_REAL, M.FACADE: ((196, 186, 160), (170, 160, 140), (214, 206, 188), (150, 110, 90), (128, 132, 140)),
+             M.TRAM_BODY: ((40, 90, 160), (228, 228, 222))},
+)
+
+
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def noise_tiles(size: int = 256) -> np.ndarray:
+    """(4, size, size) float32 periodic noise in [0, 1] from a fixed seed: fine grain, medium,
+    blotchy, large-scale. Periodic (built in the Fourier domain) so textures tile seamlessly; a
+    fixed seed keeps every worker process identical, which keeps generation deterministic."""
+    rng = np.random.default_rng(20240611)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.fftfreq(size)[None, :]
+    radius = np.sqrt(fx ** 2 + fy ** 2)
+    radius[0, 0] = 1.0
+    tiles = []
+    for cutoff, exponent in ((0.5, 0.0), (0.12, 1.5), (0.04, 2.0), (0.012, 2.5)):
+        spectrum = np.fft.fft2(rng.standard_normal((size, size)))
+        spectrum *= np.exp(-(radius / cutoff) ** 2) / radius ** (exponent / 2)
+        spectrum[0, 0] = 0
+        tile = np.real(np.fft.ifft2(spectrum))
+        tile = (tile - tile.mean()) / (tile.std() * 6) + 0.5
+        tiles.append(np.clip(tile, 0, 1).astype(np.float32))
+    return np.stack(tiles)
+
+
+FINE, MEDIUM, BLOTCH, LARGE = range(4)
+
+
+def _sample(tile: int, u: np.ndarray, v: np.ndarray, texels_per_m: float) -> np.ndarray:
+    t = noise_tiles()[tile]
+    n = t.shape[0] - 1
+    return t[(v * texels_per_m).astype(np.int64) & n, (u * texels_per_m).astype(np.int64) & n]
+
+
+def _hash(*ints: np.ndarray) -> np.ndarray:
+    """Cheap deterministic per-cell random number in [0, 1) (e.g. per paving stone)."""
+    h = np.zeros(ints[0].shape, dtype=np.uint64)
+    for k, a in enumerate(ints):
+        h ^= (a.astype(np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15 + k)) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+    return (h & np.uint64(0xFFFFFF)).astype(np.float32) / np.float32(0x1000000)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Shaded:
+    """A shaded frame before camera effects, with what weather needs to know about it."""
+
+    image: np.ndarray  # (H, W, 3) float32, 0..1 (may exceed 1 at light sources)
+    emission: np.ndarray  # (H, W, 3) float32: light sources (traffic lights, car lights, lamps)
+    lights: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)  # (position, rgb, range)
+
+
+def primitive_colours(r: Render, look: Look, style: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Base colour per primitive, (N, 3), and body colour per object, (n_objects + 1, 3).
+
+    The look's palette entry for a primitive's material is chosen and varied per object by the
+    object's tint (all parts of one object made of one material share a colour); ground materials
+    vary per frame. Roofs take their vehicle's body colour; the simulators also paint windows and
+    wheels in (darker) body colour instead of glass and rubber."""
+    scene = r.scene
+    n = len(scene.kind)
+    colours = np.zeros((n, 3), dtype=np.float32)
+    frame_tint = rng.random((n, 4))
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(n):
+        material = M(int(scene.material[i]))
+        obj = int(scene.object_index[i])
+        if obj >= 0 and (obj, material) in cache:
+            colours[i] = cache[obj, material]
+            continue
+        tint = scene.objects[obj].tint if obj >= 0 else frame_tint[i]
+        entry = look.palette[material]
+        if material == M.FACADE and look.city_styles > 1:
+            # City style: each city favours part of the facade palette.
+            start = (style + int(tint[0] * 3)) % len(entry)
+            entry = (entry[start:] + entry[:start])[:max(2, len(entry) // 2)]
+        if entry[0] == "hue":
+            _, s_range, v_range = entry
+            rgb = np.array(_hsv_to_rgb(float(tint[0]), s_range[0] + tint[1] * (s_range[1] - s_range[0]),
+                                       v_range[0] + tint[2] * (v_range[1] - v_range[0])), dtype=np.float32)
+        else:
+            rgb = np.array(entry[int(tint[0] * len(entry)) % len(entry)], dtype=np.float32) / 255.0
+            rgb = rgb * (1.0 + look.jitter * (2 * tint[1] - 1)) + look.jitter * 0.3 * (tint[2:4].mean() - 0.5)
+        colours[i] = np.clip(rgb, 0, 1)
+        if obj >= 0:
+            cache[obj, material] = colours[i]
+    body = np.full((len(scene.objects) + 1, 3), 0.3, dtype=np.float32)  # last row: no object
+    for i in np.flatnonzero(np.isin(scene.material, _BODY_MATERIALS)):
+        body[scene.object_index[i]] = colours[i]
+    derived = {M.ROOF: 1.0}
+    if look.glass_as_body:
+        derived.update({M.GLASS: 0.72, M.WHEEL: 0.45})
+    for material, factor in derived.items():
+        idx = np.flatnonzero((scene.material == material) & (scene.object_index >= 0))
+        colours[idx] = body[scene.object_index[idx]] * factor
+    return colours, body
+
+
+_BODY_MATERIALS = (M.CAR_BODY, M.BUS_BODY, M.TRAM_BODY, M.MOTO_BODY, M.CARGO)
+
+
+def sky_colour(r: Render, look: Look, rng: np.random.Generator, zenith=None, horizon=None) -> np.ndarray:
+    """(K, 3) colours of the K sky pixels: a gradient with elevation and, for cloudy looks, clouds
+    on a plane high above the street."""
+    rays = r.rays[:, r.sky]
+    elevation = np.clip(rays[1] / np.sqrt((rays ** 2).sum(axis=0)), -0.2, 1.0)
+    zenith = np.array(look.sky_zenith if zenith is None else zenith, dtype=np.float32) / 255
+    horizon = np.array(look.sky_horizon if horizon is None else horizon, dtype=np.float32) / 255
+    w = np.clip(elevation / 0.45, 0, 1)[:, None] ** 0.7
+    sky = horizon * (1 - w) + zenith * w
+    if look.clouds > 0:
+        y = np.maximum(rays[1], 0.02)
+        u = rays[0] / y * 60 + rng.uniform(0, 1000)
+        v = rays[2] / y * 60 + rng.uniform(0, 1000)
+        cover = rng.uniform(0.2, 1.0) * look.clouds
+        c = _sample(LARGE, u, v, 0.4) * 0.6 + _sample(BLOTCH, u, v, 1.0) * 0.4
+        c = np.clip((c - (0.62 - 0.25 * cover)) * 5, 0, 1)[:, None] * cover
+        cloud_rgb = np.array([0.93, 0.93, 0.95], dtype=np.float32) * rng.uniform(0.85, 1.05)
+        sky = sky * (1 - c) + cloud_rgb * c
+    return sky.astype(np.float32)
+
+
+def shade(r: Render, look: Look, rng: np.random.Generator, style: int = 0, condition: str = "clear") -> Shaded:
+    """Colour every pixel of a rendered scene with ``look``. ``condition`` changes the lighting and
+    surfaces (overcast for fog/rain/snow, wet ground for rain, snow cover, night lighting), while
+    image-space weather (fog, streaks, flakes) is added later by :mod:`.weather`."""
+    scene = r.scene
+    height, width = r.prim.shape
+    prim_rgb, body_rgb = primitive_colours(r, look, style, rng)
+    sky = r.sky
+    image = prim_rgb[np.where(sky, 0, r.prim)]  # sky pixels overwritten below
+    materials = r.materials()
+    points = r.finite_points()
+    normals = r.normals()
+    emission = np.zeros_like(image)
+    if look.textures:
+        _textures(r, image, emission, materials, points, normals, body_rgb, rng, look)
+    else:
+        _simulator_details(r, image, emission, materials, points, look)
+
+    lights = _light_sources(r)
+    if condition == "night":
+        image *= weather.night_illumination(points, normals, lights, scene.camera.position, rng)
+        image = weather.bloom(image, emission, strength=rng.uniform(0.9, 1.5))
+        sky_rgb = sky_colour(r, replace(look, clouds=0.0), rng, zenith=(4, 6, 14), horizon=(44, 36, 34))
+    else:
+        sun = scene.sun.astype(np.float32)
+        if condition == "clear":
+            ambient, diffuse, shadow_strength = look.ambient, look.diffuse, look.shadow
+        else:  # fog, rain and snow are overcast: diffuse skylight, no cast shadows
+            ambient, diffuse, shadow_strength = 0.8, 0.15, 0.0
+            sun = np.array([0.2, 0.9, 0.3], dtype=np.float32) / np.float32(math.sqrt(0.94))
+        light = ambient + diffuse * np.clip(sun[0] * normals[0] + sun[1] * normals[1] + sun[2] * normals[2], 0, 1)
+        if shadow_strength > 0:
+            shadow = cv2.GaussianBlur(ground_shadow(r), (0, 0), max(0.6, width / 700))
+            light = light * (1 - shadow_strength * shadow)
+        if look.textures:  # ambient occlusion at the foot of vertical surfaces
+            vertical = np.abs(normals[1]) < 0.5
+            occlusion = 1 - 0.25 * np.exp(-np.maximum(points[1], 0) / 0.5)
+            light = np.where(vertical & ~sky, light * occlusion, light)
+        image *= light[..., None]
+        overcast = {"fog": ((196, 198, 200), (214, 214, 214)), "rain": ((120, 126, 134), (160, 164, 170)),
+                    "snow": ((186, 190, 198), (216, 218, 222))}.get(condition, (None, None))
+        sky_rgb = sky_colour(r, look, rng, *overcast)
+    if condition == "snow":
+        _snow_cover(r, image, materials, points, normals)
+    if condition == "rain":
+        _wet_ground(r, image, materials, points)
+    image[sky] = sky_rgb
+    return Shaded(image, emission, lights)
+
+
+# ---------------------------------------------------------------------------------------------
+def _box_relative(r: Render, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(3, K) position of masked pixels inside their primitive's box, 0..1 per axis."""
+    idx = r.prim[mask]
+    geometry = r.scene.geometry[idx].T.astype(np.float32)
+    lo, hi = geometry[:3], geometry[3:]
+    ellipsoid = r.scene.kind[idx] != BOX
+    lo = np.where(ellipsoid, geometry[:3] - geometry[3:], lo)
+    hi = np.where(ellipsoid, geometry[:3] + geometry[3:], hi)
+    return (points[:, mask] - lo) / np.maximum(hi - lo, 1e-6)
+
+
+def _face_uv(face: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Texture coordinates on a face: horizontal coordinate along the face, and height."""
+    along = np.where(face // 2 == 0, p[2], p[0])
+    return along, p[1]
+
+
+def _simulator_details(r, image, emission, materials, points, look) -> None:
+    """Simulated domains get only coarse, clean detail: lit lamps in traffic lights."""
+    mask = materials == M.TRAFFIC_LIGHT
+    if mask.any():
+        rel = _box_relative(r, mask, points)
+        lamp = (np.abs(rel[0] - 0.5) < 0.3) & (np.abs(rel[1] - 0.82) < 0.1)
+        sub = image[mask]
+        sub[lamp] = (0.9, 0.25, 0.15) if look.name == "gta" else (0.9, 0.6, 0.3)
+        image[mask] = sub
+
+
+def _textures(r: Render, image, emission, materials, points, normals, body_rgb, rng, look) -> None:
+    """The real domains' fine detail, material by material (world-anchored, so it shrinks with
+    distance and stays put on its surface)."""
+    offset = rng.uniform(0, 1000, 2).astype(np.float32)
+    x, y, z = points[0], points[1], points[2]
+
+    def where(material):
+        return materials == material
+
+    # Asphalt: grain, wear blotches, patches with sharp edges, darker tyre tracks along the lanes.
+    for material in (M.ROAD, M.PARKING, M.LANE_MARK):
+        m = where(material)
+        if not m.any():
+            continue
+        u, v = x[m] + offset[0], z[m] + offset[1]
+        grain = _sample(FINE, u, v, 40.0) - 0.5
+        wear = _sample(LARGE, u, v, 3.0) - 0.5
+        patch = _sample(BLOTCH, u, v, 1.2)
+        f = 1 + 0.22 * grain + 0.28 * wear
+        f *= np.where(patch > 0.63, 0.84, 1.0) * np.where(patch < 0.3, 1.07, 1.0)
+        if material == M.ROAD:
+            lane_phase = np.mod(x[m], 3.2) / 3.2
+            tracks = np.exp(-((lane_phase - 0.25) ** 2) / 0.004) + np.exp(-((lane_phase - 0.75) ** 2) / 0.004)
+            f *= 1 - 0.08 * tracks
+            # manhole covers and drains
+            cell_u, cell_v = np.floor(u / 9), np.floor(v / 17)
+            h = _hash(cell_u, cell_v)
+            du, dv = u - (cell_u + 0.5) * 9, v - (cell_v + 0.5) * 17
+            f *= np.where((h > 0.8) & (du ** 2 + dv ** 2 < 0.36), 0.6, 1.0)
+        if material == M.LANE_MARK:  # worn paint shows the asphalt underneath
+            worn = _sample(MEDIUM, u, v, 12.0)
+            road = np.array(look.palette[M.ROAD][0], dtype=np.float32) / 255
+            keep = np.clip((worn - 0.25) * 3, 0, 1)[:, None]
+            image[m] = image[m] * keep + road * (1 - keep)
+        image[m] *= f[:, None]
+
+    # Sidewalk: paving stones with joints and per-stone brightness; curb stones.
+    m = where(M.SIDEWALK)
+    if m.any():
+        stone = rng.uniform(0.3, 0.6)
+        u, v = x[m] / stone, z[m] / stone
+        fu, fv = u - np.floor(u), v - np.floor(v)
+        joint = (np.minimum(fu, 1 - fu) < 0.06) | (np.minimum(fv, 1 - fv) < 0.06)
+        per_stone = _hash(np.floor(u), np.floor(v)) - 0.5
+        dirt = _sample(BLOTCH, x[m] + offset[0], z[m] + offset[1], 2.0) - 0.5
+        f = (1 + 0.12 * per_stone + 0.25 * dirt) * np.where(joint, 0.72, 1.0)
+        f *= 1 + 0.1 * (_sample(FINE, x[m], z[m], 60.0) - 0.5)
+        image[m] *= f[:, None]
+    m = where(M.CURB)
+    if m.any():
+        image[m] *= (1 + 0.2 * (_sample(FINE, x[m] + z[m], y[m], 50.0) - 0.5))[:, None]
+
+    # Grass and bare ground: fine green/brown texture with dry patches.
+    for material, amp in ((M.TERRAIN, 0.5), (M.BARE_GROUND, 0.35)):
+        m = where(material)
+        if not m.any():
+            continue
+        u, v = x[m] + offset[0], z[m] + offset[1]
+        fine = _sample(FINE, u, v, 50.0) - 0.5
+        dry = _sample(BLOTCH, u, v, 0.8)
+        image[m] *= (1 + amp * fine)[:, None]
+        brown = np.array([0.47, 0.41, 0.30], dtype=np.float32)
+        k = np.clip((dry - 0.55) * 3, 0, 0.7)[:, None]
+        image[m] = image[m] * (1 - k) + brown * k * (1 + amp * fine[:, None])
+
+    # Facades: storeys with window grids, shop fronts, dirt; the pattern is per building.
+    m = where(M.FACADE)
+    if m.any():
+        p = points[:, m]
+        face = r.face[m]
+        along, up = _face_uv(face, p)
+        obj = r.scene.object_index[r.prim[m]]
+        tints = np.array([o.tint for o in r.scene.objects], dtype=np.float32)[obj]  # (K, 4)
+        storey = 2.9 + 0.8 * tints[:, 1]
+        spacing = 2.2 + 1.6 * tints[:, 2]
+        win_w = spacing * (0.4 + 0.25 * tints[:, 3])
+        a = np.mod(along + 7.0 * tints[:, 0], spacing) / spacing
+        s = np.mod(up, storey) / storey
+        level = np.floor(up / storey)
+        window = (np.abs(a - 0.5) < win_w / spacing / 2) & (s > 0.3) & (s < 0.85) & (level >= 1)
+        shop = (level == 0) & (tints[:, 3] > 0.4) & (up > 0.4) & (up < storey * 0.8) & (np.abs(a - 0.5) < 0.42)
+        frame = (np.abs(a - 0.5) < win_w / spacing / 2 + 0.04) & (s > 0.26) & (s < 0.89) & (level >= 1) & ~window
+        dirt = 1 + 0.25 * (_sample(BLOTCH, along + offset[0], up, 1.5) - 0.5) + 0.08 * (_sample(FINE, along, up, 30.0) - 0.5)
+        rgb = image[m] * dirt[:, None]
+        reflect = 0.12 + 0.2 * _sample(LARGE, along * 3 + offset[1], up * 3, 1.0) + 0.05 * (np.floor(a * spacing) % 2)
+        glass = np.stack([reflect * 0.9, reflect * 0.98, reflect * 1.1], axis=1)
+        lit = (_hash(np.floor(along / spacing), level, obj) > 0.7)[:, None] * 0.15  # curtains / interior light
+        rgb = np.where((window | shop)[:, None], glass + lit * np.array([0.5, 0.45, 0.3], dtype=np.float32), rgb)
+        rgb = np.where(frame[:, None], rgb * 1.25 + 0.05, rgb)
+        side = face // 2 == 1  # roofs: plain and darker
+        rgb = np.where(side[:, None], image[m] * 0.7, rgb)
+        image[m] = rgb
+        # windows light up at night (stored as emission; the night lighting decides its strength)
+        lit_win = (window | shop) & (_hash(np.floor(along / spacing) + 3, level, obj) > 0.55)
+        em = np.zeros((int(m.sum()), 3), dtype=np.float32)
+        em[lit_win] = (1.0, 0.8, 0.5)
+        emission[m] = em
+
+    # Walls: concrete or brick courses.
+    m = where(M.WALL)
+    if m.any():
+        along, up = _face_uv(r.face[m], points[:, m])
+        brick = _hash(r.prim[m]) > 0.5
+        course = np.mod(up / 0.075, 1.0) < 0.15
+        f = 1 + 0.25 * (_sample(MEDIUM, along, up, 8.0) - 0.5)
+        f *= np.where(brick & course, 0.8, 1.0)
+        image[m] *= f[:, None]
+
+    # Fences: mesh / bars against darker background; rails and posts keep their colour.
+    m = where(M.FENCE)
+    if m.any():
+        along, up = _face_uv(r.face[m], points[:, m])
+        pitch = 0.12
+        mesh = (np.mod(along, pitch) < 0.03) | (np.mod(up, pitch) < 0.03)
+        image[m] *= np.where(mesh, 1.15, 0.55)[:, None]
+
+    # Foliage and hedges: leaves (clumps with dark gaps), darker underneath.
+    for material, scale in ((M.FOLIAGE, 9.0), (M.HEDGE, 14.0)):
+        m = where(material)
+        if not m.any():
+            continue
+        p = points[:, m]
+        u = p[0] + p[2] * 0.7 + offset[0]
+        v = p[1] + offset[1]
+        leaves = _sample(MEDIUM, u, v, scale)
+        fine = _sample(FINE, u, v, scale * 3)
+        f = 0.55 + 0.9 * leaves * (0.7 + 0.6 * fine)
+        f *= np.where(leaves < 0.32, 0.55, 1.0)
+        f *= 0.8 + 0.2 * np.clip(normals[1][m] + 0.5, 0, 1)
+        hue = np.stack([1 + 0.15 * (fine - 0.5), 1 + 0.05 * (leaves - 0.5), 1 - 0.1 * (fine - 0.5)], axis=1)
+        image[m] *= f[:, None] * hue
+    m = where(M.TRUNK)
+    if m.any():
+        image[m] *= (0.8 + 0.4 * _sample(FINE, points[0][m] + points[2][m], points[1][m] * 0.3, 40.0))[:, None]
+
+    # Vehicles: windows with pillars and reflections, tyres with rims, lights, panel noise.
+    m = where(M.GLASS)
+    if m.any():
+        rel = _box_relative(r, m, points)
+        face = r.face[m]
+        across = np.where(face // 2 == 0, rel[2], rel[0])
+        pillar = (across < 0.06) | (across > 0.94) | (np.abs(across - 0.5) < 0.025) & (face // 2 == 0)
+        sky_reflection = 0.1 + 0.35 * np.clip(rel[1], 0, 1) ** 2
+        glass = np.stack([sky_reflection * 0.85, sky_reflection * 0.95, sky_reflection * 1.05], axis=1)
+        glass += 0.06 * (_sample(LARGE, across * 8 + offset[0], rel[1] * 4, 1.0) - 0.5)[:, None]
+        body = body_rgb[r.scene.object_index[r.prim[m]]]
+        image[m] = np.where(pillar[:, None], body, glass)
+    m = where(M.WHEEL)
+    if m.any():
+        p = points[:, m]
+        idx = r.prim[m]
+        centre = r.scene.geometry[idx, :3].T.astype(np.float32)
+        radii = r.scene.geometry[idx, 3:].T.astype(np.float32)
+        radial = np.sqrt(((p[1] - centre[1]) / radii[1]) ** 2 + np.minimum(
+            ((p[0] - centre[0]) / radii[0]) ** 2, ((p[2] - centre[2]) / radii[2]) ** 2))
+        rim = radial < 0.55
+        image[m] = np.where(rim[:, None], np.float32(0.5), np.float32(0.09))
+    for material in (M.CAR_BODY, M.BUS_BODY, M.TRAM_BODY, M.CARGO):
+        m = where(material)
+        if not m.any():
+            continue
+        rel = _box_relative(r, m, points)
+        face = r.face[m]
+        ends = face // 2 == 2  # front or back of a vehicle heading along z
+        sides_x = face // 2 == 0
+        across = np.where(ends, rel[0], rel[2])
+        top = face == 3
+        rgb = image[m] * np.where(top, 1.12, 1.0)[:, None]
+        rgb *= (1 + 0.06 * (_sample(MEDIUM, across * 5 + offset[0], rel[1] * 3, 1.0) - 0.5))[:, None]
+        if material == M.CAR_BODY:
+            headings = np.array([o.heading for o in r.scene.objects], dtype=np.int8)[r.scene.object_index[r.prim[m]]]
+            back_face = np.where(headings == 0, 4, np.where(headings == 1, 5, np.where(headings == 2, 0, 1)))
+            front_face = back_face ^ 1
+            end_face = (face == back_face) | (face == front_face)
+            end_across = np.where(face // 2 == 2, rel[0], rel[2])
+            lamp = end_face & ((end_across < 0.16) | (end_across > 0.84)) & (rel[1] > 0.55) & (rel[1] < 0.85)
+            tail = lamp & (face == back_face)
+            rgb = np.where(tail[:, None], np.array([0.55, 0.05, 0.05], dtype=np.float32), rgb)
+            rgb = np.where((lamp & ~tail)[:, None], np.array([0.8, 0.8, 0.75], dtype=np.float32), rgb)
+            plate = end_face & (np.abs(end_across - 0.5) < 0.12) & (rel[1] > 0.2) & (rel[1] < 0.38)
+            rgb = np.where(plate[:, None], np.array([0.85, 0.85, 0.82], dtype=np.float32), rgb)
+            bumper = end_face & (rel[1] < 0.18)
+            rgb = np.where(bumper[:, None], rgb * 0.5, rgb)
+            em = np.zeros_like(rgb)
+            em[tail] = (1.0, 0.05, 0.02)
+            em[lamp & ~tail] = (1.0, 0.95, 0.8)
+            emission[m] = em
+        elif material in (M.BUS_BODY, M.TRAM_BODY):
+            stripe = (rel[1] > 0.85) & sides_x
+            rgb = np.where(stripe[:, None], rgb * 0.7, rgb)
+        image[m] = rgb
+
+    # Traffic lights: dark housing with three lamps, one of them lit (on the face towards us).
+    m = where(M.TRAFFIC_LIGHT)
+    if m.any():
+        rel = _box_relative(r, m, points)
+        face = r.face[m]
+        front = face == 4
+        lamp_row = np.clip(np.floor(rel[1] * 3), 0, 2)
+        in_lamp = front & ((rel[0] - 0.5) ** 2 * 4 + ((rel[1] * 3 - lamp_row - 0.5) ** 2) * 4 < 0.5)
+        obj = r.scene.object_index[r.prim[m]]
+        state = np.floor(np.array([o.tint[3] for o in r.scene.objects], dtype=np.float32)[obj] * 3)
+        colours = np.array([[0.2, 1.0, 0.45], [1.0, 0.7, 0.1], [1.0, 0.12, 0.08]], dtype=np.float32)
+        lit = in_lamp & (lamp_row == state)
+        rgb = image[m].copy()
+        rgb[in_lamp] = 0.08
+        rgb[lit] = colours[lamp_row[lit].astype(int)]
+        image[m] = rgb
+        em = np.zeros_like(rgb)
+        em[lit] = colours[lamp_row[lit].astype(int)]
+        emission[m] = em
+
+    # Signs: a white border on the face towards us, plain metal on the back.
+    m = where(M.SIGN)
+    if m.any():
+        rel = _box_relative(r, m, points)
+        face = r.face[m]
+        border = (np.minimum(np.minimum(rel[0], 1 - rel[0]), np.minimum(rel[1], 1 - rel[1])) < 0.1)
+        round_sign = r.scene.kind[r.prim[m]] != BOX
+        ring = round_sign & (((rel[0] - 0.5) ** 2 + (rel[1] - 0.5) ** 2) > 0.13)
+        rgb = image[m]
+        rgb = np.where(((border & ~round_sign) | ring)[:, None], np.array([0.85, 0.15, 0.12], dtype=np.float32), rgb)
+        back = face == 5
+        rgb = np.where(back[:, None], np.float32(0.45), rgb)
+        image[m] = rgb
+    m = where(M.LAMP)
+    if m.any():
+        emission[m] = (1.0, 0.85, 0.6)
+
+    # Clothes and skin: fine noise and a darker lower part (folds, shadow).
+    for material in (M.TOP, M.TROUSERS, M.SKIN, M.HAIR, M.HELMET, M.POLE, M.STATIC, M.BIKE_FRAME, M.MOTO_BODY):
+        m = where(material)
+        if m.any():
+            image[m] *= (1 + 0.12 * (_sample(FINE, points[0][m] * 3 + points[2][m], points[1][m] * 3, 30.0) - 0.5))[:, None]
+
+
+def _snow_cover(r: Render, image, materials, points, normals) -> None:
+    """White cover on horizontal surfaces except where traffic keeps the road clear."""
+    up = normals[1] > 0.6
+    ground_like = np.isin(materials, (M.SIDEWALK, M.TERRAIN, M.BARE_GROUND, M.CURB, M.PARKING))
+    road = np.isin(materials, (M.ROAD, M.LANE_MARK))
+    x, z = points[0], points[2]
+    coverage = np.zeros(materials.shape, dtype=np.float32)
+    n = _sample(BLOTCH, x * 1.0 + 7, z * 1.0, 2.0)
+    coverage = np.where(ground_like, np.clip(0.75 + (n - 0.5), 0, 1), coverage)
+    lane_phase = np.mod(x, 3.2) / 3.2
+    tracks = (np.abs(lane_phase - 0.25) < 0.1) | (np.abs(lane_phase - 0.75) < 0.1)
+    coverage = np.where(road, np.where(tracks, 0.1, 0.55) * np.clip(n * 1.4, 0, 1), coverage)
+    other = ~ground_like & ~road & up & (r.prim >= 7)
+    coverage = np.where(other, 0.85, coverage)
+    snow = np.array([0.86, 0.88, 0.92], dtype=np.float32) * (0.9 + 0.1 * n[..., None])
+    k = coverage[..., None]
+    image[:] = image * (1 - k) + snow * k
+
+
+def _wet_ground(r: Render, image, materials, points) -> None:
+    """Wet asphalt: darker, with a blurred mirror image of the scene above it (reflections)."""
+    wet = np.isin(materials, (M.ROAD, M.LANE_MARK, M.PARKING, M.SIDEWALK))
+    if not wet.any():
+        return
+    height = image.shape[0]
+    rows = np.arange(height)
+    # Mirror about the horizon row (a fair approximation for far objects standing on the ground).
+    camera = r.scene.camera
+    horizon = int(np.clip(camera.cy - camera.focal * math.tan(-math.asin(float(camera.rotation[1, 2]))), 0, height - 1))
+    src = np.clip(2 * horizon - rows, 0, height - 1)
+    mirrored = cv2.GaussianBlur(image[src], (0, 0), 2.0)
+    puddles = _sample(BLOTCH, points[0], points[2], 1.0)
+    strength = np.where(wet, 0.18 + 0.3 * np.clip((puddles - 0.45) * 3, 0, 1), 0)[..., None]
+    image[:] = np.where(wet[..., None], image * 0.72 * (1 - strength) + mirrored * strength, image)
+
+
+def _light_sources(r: Render) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Point lights a night scene is lit by: street lamps (warm, wide) and vehicle headlights."""
+    scene = r.scene
+    lights = []
+    for i in np.flatnonzero(scene.material == M.LAMP):
+        lo, hi = scene.geometry[i, :3], scene.geometry[i, 3:]
+        lights.append(((lo + hi) / 2, np.array([1.0, 0.8, 0.55], dtype=np.float32), 9.0))
+    return lights
+
+
+# ---------------------------------------------------------------------------------------------
+def camera_effects(image: np.ndarray, look: Look, rng: np.random.Generator) -> np.ndarray:
+    """Exposure, white balance, saturation, vignetting, tone curve, lens blur, sensor noise and a
+    JPEG round trip. Returns uint8 RGB."""
+    height, width = image.shape[:2]
+    gains = rng.uniform(*look.exposure) * (1 + rng.uniform(-look.white_balance, look.white_balance, 3))
+    out = image * (gains * 255).astype(np.float32)
+    if look.saturation != 1.0:
+        grey = out.mean(axis=2, keepdims=True)
+        out = grey + (out - grey) * np.float32(look.saturation)
+    if look.vignetting > 0:
+        out *= _vignette(height, width, look.vignetting)[..., None]
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    if look.gamma != 1.0:
+        out = cv2.LUT(out, _tone_curve(look.gamma))
+    sigma = rng.uniform(*look.blur_px) * width / 512
+    if sigma > 0.05:
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    noise = rng.uniform(*look.noise)
+    if noise > 0:
+        # Sensor noise, stronger in bright areas (shot noise). A fixed bank of Gaussian noise is
+        # cropped at a random offset: much cheaper than drawing fresh noise, equally random.
+        bank = _noise_bank(height, width)
+        dy, dx = (int(v) for v in rng.integers(0, 64, 2))
+        level = (0.6 + 0.8 * np.sqrt(out.astype(np.float32) * np.float32(1 / 255))) * np.float32(noise)
+        out = np.clip(out + bank[dy:dy + height, dx:dx + width] * level + 0.5, 0, 255).astype(np.uint8)
+    if look.jpeg_quality is not None:
+        quality = int(rng.integers(look.jpeg_quality[0], look.jpeg_quality[1] + 1))
+        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _vignette(height: int, width: int, strength: float) -> np.ndarray:
+    yy = (np.arange(height, dtype=np.float32) - height / 2) / (width / 2)
+    xx = (np.arange(width, dtype=np.float32) - width / 2) / (width / 2)
+    return 1 - strength * 0.5 * (yy[:, None] ** 2 + xx[None, :] ** 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _tone_curve(gamma: float) -> np.ndarray:
+    return np.clip(255 * (np.arange(256) / 255) ** gamma + 0.5, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_bank(height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((height + 64, width + 64, 3), dtype=np.float32)
