@@ -239,8 +239,7 @@ LABELLED_SPLIT = {"gta5": "train", "synthia": "train", "cityscapes": "train", "c
 # ---------------------------------------------------------------------------------------------
 # Damage helpers for the bad-input tests: rewrite a label file in its own format.
 def _rewrite_label(path: Path, label: np.ndarray) -> None:
-    from udaseg.data.base import read_synthia_label  # noqa: F401  (format decided by the folder)
-
+    """The format is decided by the folder (SYNTHIA raw labels) or by the file (palette or grey)."""
     if path.parent.name == "LABELS" and not path.stem.endswith("_labelTrainIds"):
         write_synthia_label(path, label)
     else:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import data_fixtures as F
-from udaseg.data import catalog
 from udaseg.data.prepare import prepare
 from udaseg.data.registry import create_dataset
 from udaseg.data.sampling import RCS_RECROPS, RareClassSampling, TrainStream, rcs_class_probabilities

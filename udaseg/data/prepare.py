@@ -46,7 +46,7 @@ from PIL import Image
 from udaseg.data.base import (PREPARED_MANIFEST, SAMPLE_CLASS_STATS, SAMPLES_WITH_CLASS, PrepareJob,
                               atomic_write, parallel_map, read_label, read_prepared_state, relative)
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
-from udaseg.data.registry import get_dataset_class, open_splits
+from udaseg.data.registry import open_splits
 from udaseg.errors import DataError
 
 MANIFEST_FORMAT = 1
@@ -98,7 +98,6 @@ def prepare(dataset: str, root: Path, *, force: bool = False, label_space: str =
     """
     started = time.perf_counter()
     root = Path(root)
-    cls = get_dataset_class(dataset)
     if dataset == "custom":
         if label_space not in (None, "cityscapes19"):
             options["label_space"] = label_space
