@@ -46,6 +46,10 @@ def test_contract(make, name):
         assert loaded["img"].dtype == np.uint8 and loaded["img"].shape == (*label.shape, 3)
         assert np.array_equal(loaded["img"].transpose(2, 0, 1), img.numpy())
         assert np.array_equal(loaded["label"], label.numpy())
+    # spawn-started DataLoader workers receive the dataset pickled
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(ds))[0]["label"], ds[0]["label"])
     # meta batches with the default collate (strings and numbers only, same keys)
     batch = torch.utils.data.default_collate([ds[0], ds[len(ds) - 1]])
     assert batch["img"].shape[0] == 2 and batch["meta"]["dataset"] == [name, name]
