@@ -81,7 +81,7 @@ _GTA = {
     M.CAR_BODY: _hue((0.55, 1.0), (0.35, 0.95)), M.GLASS: ((40, 60, 90),), M.WHEEL: ((36, 36, 38),),
     M.CARGO: ((238, 238, 236), (206, 60, 38), (60, 92, 166)), M.BUS_BODY: ((226, 182, 38), (206, 50, 38), (46, 146, 70)),
     M.TRAM_BODY: ((214, 44, 38), (242, 242, 236)), M.BIKE_FRAME: _hue((0.6, 1.0), (0.4, 0.9)),
-    M.MOTO_BODY: _hue((0.6, 1.0), (0.4, 0.9)), M.ROOF: ((0, 0, 0),),
+    M.MOTO_BODY: _hue((0.6, 1.0), (0.4, 0.9))
 }
 
 _SYNTHIA = {
@@ -100,7 +100,7 @@ _SYNTHIA = {
     M.CAR_BODY: _hue((0.3, 0.7), (0.45, 0.95)), M.GLASS: ((70, 90, 110),), M.WHEEL: ((60, 60, 64),),
     M.CARGO: ((220, 220, 220),), M.BUS_BODY: ((90, 150, 210), (230, 140, 60), (200, 200, 200)),
     M.TRAM_BODY: ((200, 200, 210),), M.BIKE_FRAME: _hue((0.3, 0.7), (0.4, 0.9)),
-    M.MOTO_BODY: _hue((0.3, 0.7), (0.4, 0.9)), M.ROOF: ((0, 0, 0),),
+    M.MOTO_BODY: _hue((0.3, 0.7), (0.4, 0.9))
 }
 
 # The "real" palette (Cityscapes, ACDC): desaturated, overcast; road and sidewalk nearly equal.
@@ -122,7 +122,7 @@ _REAL = {
     M.GLASS: ((36, 44, 52),), M.WHEEL: ((22, 22, 22),),
     M.CARGO: ((212, 212, 206), (152, 152, 150), (170, 50, 40)), M.BUS_BODY: ((226, 222, 208), (196, 176, 56), (168, 40, 40)),
     M.TRAM_BODY: ((228, 228, 222), (208, 178, 40), (40, 90, 150)), M.BIKE_FRAME: ((30, 30, 30), (60, 60, 60), (140, 30, 30)),
-    M.MOTO_BODY: ((26, 26, 28), (120, 120, 124), (150, 30, 30)), M.ROOF: ((0, 0, 0),),
+    M.MOTO_BODY: ((26, 26, 28), (120, 120, 124), (150, 30, 30))
 }
 
 LOOKS: dict[str, Look] = {
@@ -214,14 +214,18 @@ def primitive_colours(r: Render, look: Look, style: int, rng: np.random.Generato
 
     The look's palette entry for a primitive's material is chosen and varied per object by the
     object's tint (all parts of one object made of one material share a colour); ground materials
-    vary per frame. Roofs take their vehicle's body colour; the simulators also paint windows and
-    wheels in (darker) body colour instead of glass and rubber."""
+    vary per frame. Only visible primitives (and vehicle bodies, whose colour other parts reuse)
+    are coloured. The simulators paint windows and wheels in darker body colour instead of glass
+    and rubber."""
     scene = r.scene
     n = len(scene.kind)
     colours = np.zeros((n, 3), dtype=np.float32)
     frame_tint = rng.random((n, 4))
+    visible = np.zeros(n, dtype=bool)
+    visible[np.unique(r.prim[r.prim >= 0])] = True
+    visible |= np.isin(scene.material, _BODY_MATERIALS)
     cache: dict[tuple[int, int], np.ndarray] = {}
-    for i in range(n):
+    for i in np.flatnonzero(visible):
         material = M(int(scene.material[i]))
         obj = int(scene.object_index[i])
         if obj >= 0 and (obj, material) in cache:
@@ -246,12 +250,10 @@ def primitive_colours(r: Render, look: Look, style: int, rng: np.random.Generato
     body = np.full((len(scene.objects) + 1, 3), 0.3, dtype=np.float32)  # last row: no object
     for i in np.flatnonzero(np.isin(scene.material, _BODY_MATERIALS)):
         body[scene.object_index[i]] = colours[i]
-    derived = {M.ROOF: 1.0}
     if look.glass_as_body:
-        derived.update({M.GLASS: 0.72, M.WHEEL: 0.45})
-    for material, factor in derived.items():
-        idx = np.flatnonzero((scene.material == material) & (scene.object_index >= 0))
-        colours[idx] = body[scene.object_index[idx]] * factor
+        for material, factor in ((M.GLASS, 0.72), (M.WHEEL, 0.45)):
+            idx = np.flatnonzero((scene.material == material) & (scene.object_index >= 0))
+            colours[idx] = body[scene.object_index[idx]] * factor
     return colours, body
 
 
@@ -293,9 +295,9 @@ def shade(r: Render, look: Look, rng: np.random.Generator, style: int = 0, condi
     normals = r.normals()
     emission = np.zeros_like(image)
     if look.textures:
-        _textures(r, image, emission, materials, points, normals, body_rgb, rng, look)
+        _textures(r, image, emission, materials, points, normals, body_rgb, rng, look, night=condition == "night")
     else:
-        _simulator_details(r, image, emission, materials, points, look)
+        _simulator_details(r, image, materials, points, look)
 
     lights = _light_sources(r)
     if condition == "night":
@@ -330,15 +332,14 @@ def shade(r: Render, look: Look, rng: np.random.Generator, style: int = 0, condi
 
 
 # ---------------------------------------------------------------------------------------------
-def _box_relative(r: Render, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(3, K) position of masked pixels inside their primitive's box, 0..1 per axis."""
-    idx = r.prim[mask]
-    geometry = r.scene.geometry[idx].T.astype(np.float32)
+def _box_relative(scene, prim: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(3, K) position of K points inside the bounding box of their primitive, 0..1 per axis."""
+    geometry = scene.geometry[prim].T.astype(np.float32)
     lo, hi = geometry[:3], geometry[3:]
-    ellipsoid = r.scene.kind[idx] != BOX
+    ellipsoid = scene.kind[prim] != BOX
     lo = np.where(ellipsoid, geometry[:3] - geometry[3:], lo)
     hi = np.where(ellipsoid, geometry[:3] + geometry[3:], hi)
-    return (points[:, mask] - lo) / np.maximum(hi - lo, 1e-6)
+    return (points - lo) / np.maximum(hi - lo, 1e-6)
 
 
 def _face_uv(face: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -347,251 +348,271 @@ def _face_uv(face: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return along, p[1]
 
 
-def _simulator_details(r, image, emission, materials, points, look) -> None:
-    """Simulated domains get only coarse, clean detail: lit lamps in traffic lights."""
+def _simulator_details(r, image, materials, points, look) -> None:
+    """Simulated domains get only coarse, clean detail: a lit lamp in traffic lights."""
     mask = materials == M.TRAFFIC_LIGHT
     if mask.any():
-        rel = _box_relative(r, mask, points)
+        rel = _box_relative(r.scene, r.prim[mask], points[:, mask])
         lamp = (np.abs(rel[0] - 0.5) < 0.3) & (np.abs(rel[1] - 0.82) < 0.1)
         sub = image[mask]
         sub[lamp] = (0.9, 0.25, 0.15) if look.name == "gta" else (0.9, 0.6, 0.3)
         image[mask] = sub
 
 
-def _textures(r: Render, image, emission, materials, points, normals, body_rgb, rng, look) -> None:
-    """The real domains' fine detail, material by material (world-anchored, so it shrinks with
-    distance and stays put on its surface)."""
+@dataclass
+class _Surface:
+    """The K pixels of one material, with what texture functions need. ``rgb`` is read and written
+    back to the image by :func:`_textures`; ``emission`` is only allocated at night."""
+
+    r: Render
+    prim: np.ndarray  # (K,) primitive index
+    rgb: np.ndarray  # (K, 3)
+    points: np.ndarray  # (3, K) world
+    face: np.ndarray  # (K,) face code
+    normal_y: np.ndarray  # (K,)
+    offset: np.ndarray  # (2,) per-frame texture offset
+    stone: float  # paving stone size of this street
+    look: Look
+    body_rgb: np.ndarray  # body colour per object (windows' pillars)
+    emission: np.ndarray | None = None  # (K, 3), at night only
+
+    def relative(self) -> np.ndarray:
+        return _box_relative(self.r.scene, self.prim, self.points)
+
+    def objects(self) -> np.ndarray:
+        return self.r.scene.object_index[self.prim]
+
+
+def _textures(r: Render, image, emission, materials, points, normals, body_rgb, rng, look, night: bool) -> None:
+    """The real domains' fine detail, material by material. Textures are anchored in world
+    coordinates, so they shrink with distance and stay on their surface."""
     offset = rng.uniform(0, 1000, 2).astype(np.float32)
-    x, y, z = points[0], points[1], points[2]
-
-    def where(material):
-        return materials == material
-
-    # Asphalt: grain, wear blotches, patches with sharp edges, darker tyre tracks along the lanes.
-    for material in (M.ROAD, M.PARKING, M.LANE_MARK):
-        m = where(material)
-        if not m.any():
+    stone = rng.uniform(0.3, 0.6)  # paving stone size of this street
+    # Group pixels by material once (a stable sort), so each texture works on a contiguous slice
+    # instead of scanning the whole image with a boolean mask.
+    flat_materials = materials.ravel()
+    order = np.argsort(flat_materials, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(flat_materials, minlength=256))])
+    rgb = image.reshape(-1, 3)[order]
+    pts = points.reshape(3, -1)[:, order]
+    prim, face, normal_y = r.prim.ravel()[order], r.face.ravel()[order], normals[1].ravel()[order]
+    glow = np.zeros_like(rgb) if night else None
+    for material, texture in _TEXTURES.items():
+        a, b = bounds[material], bounds[material + 1]
+        if a == b:
             continue
-        u, v = x[m] + offset[0], z[m] + offset[1]
-        grain = _sample(FINE, u, v, 40.0) - 0.5
-        wear = _sample(LARGE, u, v, 3.0) - 0.5
-        patch = _sample(BLOTCH, u, v, 1.2)
-        f = 1 + 0.22 * grain + 0.28 * wear
-        f *= np.where(patch > 0.63, 0.84, 1.0) * np.where(patch < 0.3, 1.07, 1.0)
-        if material == M.ROAD:
-            lane_phase = np.mod(x[m], 3.2) / 3.2
-            tracks = np.exp(-((lane_phase - 0.25) ** 2) / 0.004) + np.exp(-((lane_phase - 0.75) ** 2) / 0.004)
-            f *= 1 - 0.08 * tracks
-            # manhole covers and drains
-            cell_u, cell_v = np.floor(u / 9), np.floor(v / 17)
-            h = _hash(cell_u, cell_v)
-            du, dv = u - (cell_u + 0.5) * 9, v - (cell_v + 0.5) * 17
-            f *= np.where((h > 0.8) & (du ** 2 + dv ** 2 < 0.36), 0.6, 1.0)
-        if material == M.LANE_MARK:  # worn paint shows the asphalt underneath
-            worn = _sample(MEDIUM, u, v, 12.0)
-            road = np.array(look.palette[M.ROAD][0], dtype=np.float32) / 255
-            keep = np.clip((worn - 0.25) * 3, 0, 1)[:, None]
-            image[m] = image[m] * keep + road * (1 - keep)
-        image[m] *= f[:, None]
+        surface = _Surface(r, prim[a:b], rgb[a:b], pts[:, a:b], face[a:b], normal_y[a:b], offset, stone, look,
+                           body_rgb, glow[a:b] if night else None)
+        texture(surface, material)
+        rgb[a:b] = surface.rgb
+    image.reshape(-1, 3)[order] = rgb
+    if night:
+        emission.reshape(-1, 3)[order] = glow
 
-    # Sidewalk: paving stones with joints and per-stone brightness; curb stones.
-    m = where(M.SIDEWALK)
-    if m.any():
-        stone = rng.uniform(0.3, 0.6)
-        u, v = x[m] / stone, z[m] / stone
-        fu, fv = u - np.floor(u), v - np.floor(v)
-        joint = (np.minimum(fu, 1 - fu) < 0.06) | (np.minimum(fv, 1 - fv) < 0.06)
-        per_stone = _hash(np.floor(u), np.floor(v)) - 0.5
-        dirt = _sample(BLOTCH, x[m] + offset[0], z[m] + offset[1], 2.0) - 0.5
-        f = (1 + 0.12 * per_stone + 0.25 * dirt) * np.where(joint, 0.72, 1.0)
-        f *= 1 + 0.1 * (_sample(FINE, x[m], z[m], 60.0) - 0.5)
-        image[m] *= f[:, None]
-    m = where(M.CURB)
-    if m.any():
-        image[m] *= (1 + 0.2 * (_sample(FINE, x[m] + z[m], y[m], 50.0) - 0.5))[:, None]
 
-    # Grass and bare ground: fine green/brown texture with dry patches.
-    for material, amp in ((M.TERRAIN, 0.5), (M.BARE_GROUND, 0.35)):
-        m = where(material)
-        if not m.any():
-            continue
-        u, v = x[m] + offset[0], z[m] + offset[1]
-        fine = _sample(FINE, u, v, 50.0) - 0.5
-        dry = _sample(BLOTCH, u, v, 0.8)
-        image[m] *= (1 + amp * fine)[:, None]
-        brown = np.array([0.47, 0.41, 0.30], dtype=np.float32)
-        k = np.clip((dry - 0.55) * 3, 0, 0.7)[:, None]
-        image[m] = image[m] * (1 - k) + brown * k * (1 + amp * fine[:, None])
+def _asphalt(s: _Surface, material) -> None:
+    """Grain, wear blotches, patches with sharp edges, tyre tracks, manholes; worn lane paint."""
+    x, z = s.points[0], s.points[2]
+    u, v = x + s.offset[0], z + s.offset[1]
+    grain = _sample(FINE, u, v, 40.0) - 0.5
+    wear = _sample(LARGE, u, v, 3.0) - 0.5
+    patch = _sample(BLOTCH, u, v, 1.2)
+    f = 1 + 0.22 * grain + 0.28 * wear
+    f *= np.where(patch > 0.63, 0.84, 1.0) * np.where(patch < 0.3, 1.07, 1.0)
+    if material == M.ROAD:
+        lane_phase = np.mod(x, 3.2) * (1 / 3.2)
+        f *= 1 - 0.08 * (np.exp((lane_phase - 0.25) ** 2 * -250) + np.exp((lane_phase - 0.75) ** 2 * -250))
+        cell_u, cell_v = np.floor(u / 9), np.floor(v / 17)
+        du, dv = u - (cell_u + 0.5) * 9, v - (cell_v + 0.5) * 17
+        manhole = du ** 2 + dv ** 2 < 0.36
+        if manhole.any():
+            f[manhole] *= np.where(_hash(cell_u[manhole], cell_v[manhole]) > 0.8, 0.6, 1.0)
+    if material == M.LANE_MARK:  # worn paint shows the asphalt underneath
+        road = np.array(s.look.palette[M.ROAD][0], dtype=np.float32) / 255
+        keep = np.clip((_sample(MEDIUM, u, v, 12.0) - 0.25) * 3, 0, 1)[:, None]
+        s.rgb = s.rgb * keep + road * (1 - keep)
+    s.rgb *= f[:, None]
 
-    # Facades: storeys with window grids, shop fronts, dirt; the pattern is per building.
-    m = where(M.FACADE)
-    if m.any():
-        p = points[:, m]
-        face = r.face[m]
-        along, up = _face_uv(face, p)
-        obj = r.scene.object_index[r.prim[m]]
-        tints = np.array([o.tint for o in r.scene.objects], dtype=np.float32)[obj]  # (K, 4)
-        storey = 2.9 + 0.8 * tints[:, 1]
-        spacing = 2.2 + 1.6 * tints[:, 2]
-        win_w = spacing * (0.4 + 0.25 * tints[:, 3])
-        a = np.mod(along + 7.0 * tints[:, 0], spacing) / spacing
-        s = np.mod(up, storey) / storey
-        level = np.floor(up / storey)
-        window = (np.abs(a - 0.5) < win_w / spacing / 2) & (s > 0.3) & (s < 0.85) & (level >= 1)
-        shop = (level == 0) & (tints[:, 3] > 0.4) & (up > 0.4) & (up < storey * 0.8) & (np.abs(a - 0.5) < 0.42)
-        frame = (np.abs(a - 0.5) < win_w / spacing / 2 + 0.04) & (s > 0.26) & (s < 0.89) & (level >= 1) & ~window
-        dirt = 1 + 0.25 * (_sample(BLOTCH, along + offset[0], up, 1.5) - 0.5) + 0.08 * (_sample(FINE, along, up, 30.0) - 0.5)
-        rgb = image[m] * dirt[:, None]
-        reflect = 0.12 + 0.2 * _sample(LARGE, along * 3 + offset[1], up * 3, 1.0) + 0.05 * (np.floor(a * spacing) % 2)
-        glass = np.stack([reflect * 0.9, reflect * 0.98, reflect * 1.1], axis=1)
-        lit = (_hash(np.floor(along / spacing), level, obj) > 0.7)[:, None] * 0.15  # curtains / interior light
-        rgb = np.where((window | shop)[:, None], glass + lit * np.array([0.5, 0.45, 0.3], dtype=np.float32), rgb)
-        rgb = np.where(frame[:, None], rgb * 1.25 + 0.05, rgb)
-        side = face // 2 == 1  # roofs: plain and darker
-        rgb = np.where(side[:, None], image[m] * 0.7, rgb)
-        image[m] = rgb
-        # windows light up at night (stored as emission; the night lighting decides its strength)
-        lit_win = (window | shop) & (_hash(np.floor(along / spacing) + 3, level, obj) > 0.55)
-        em = np.zeros((int(m.sum()), 3), dtype=np.float32)
-        em[lit_win] = (1.0, 0.8, 0.5)
-        emission[m] = em
 
-    # Walls: concrete or brick courses.
-    m = where(M.WALL)
-    if m.any():
-        along, up = _face_uv(r.face[m], points[:, m])
-        brick = _hash(r.prim[m]) > 0.5
-        course = np.mod(up / 0.075, 1.0) < 0.15
-        f = 1 + 0.25 * (_sample(MEDIUM, along, up, 8.0) - 0.5)
-        f *= np.where(brick & course, 0.8, 1.0)
-        image[m] *= f[:, None]
+def _paving(s: _Surface, material) -> None:
+    """Paving stones: joints, per-stone brightness, dirt."""
+    u, v = s.points[0] / s.stone, s.points[2] / s.stone
+    fu, fv = u - np.floor(u), v - np.floor(v)
+    joint = (np.minimum(fu, 1 - fu) < 0.06) | (np.minimum(fv, 1 - fv) < 0.06)
+    per_stone = _hash(np.floor(u), np.floor(v)) - 0.5
+    dirt = _sample(BLOTCH, s.points[0] + s.offset[0], s.points[2] + s.offset[1], 2.0) - 0.5
+    grain = _sample(FINE, s.points[0], s.points[2], 60.0) - 0.5
+    f = (1 + 0.12 * per_stone + 0.25 * dirt + 0.1 * grain) * np.where(joint, 0.72, 1.0)
+    s.rgb *= f[:, None]
 
-    # Fences: mesh / bars against darker background; rails and posts keep their colour.
-    m = where(M.FENCE)
-    if m.any():
-        along, up = _face_uv(r.face[m], points[:, m])
-        pitch = 0.12
-        mesh = (np.mod(along, pitch) < 0.03) | (np.mod(up, pitch) < 0.03)
-        image[m] *= np.where(mesh, 1.15, 0.55)[:, None]
 
-    # Foliage and hedges: leaves (clumps with dark gaps), darker underneath.
-    for material, scale in ((M.FOLIAGE, 9.0), (M.HEDGE, 14.0)):
-        m = where(material)
-        if not m.any():
-            continue
-        p = points[:, m]
-        u = p[0] + p[2] * 0.7 + offset[0]
-        v = p[1] + offset[1]
-        leaves = _sample(MEDIUM, u, v, scale)
-        fine = _sample(FINE, u, v, scale * 3)
-        f = 0.55 + 0.9 * leaves * (0.7 + 0.6 * fine)
-        f *= np.where(leaves < 0.32, 0.55, 1.0)
-        f *= 0.8 + 0.2 * np.clip(normals[1][m] + 0.5, 0, 1)
-        hue = np.stack([1 + 0.15 * (fine - 0.5), 1 + 0.05 * (leaves - 0.5), 1 - 0.1 * (fine - 0.5)], axis=1)
-        image[m] *= f[:, None] * hue
-    m = where(M.TRUNK)
-    if m.any():
-        image[m] *= (0.8 + 0.4 * _sample(FINE, points[0][m] + points[2][m], points[1][m] * 0.3, 40.0))[:, None]
+def _curb(s: _Surface, material) -> None:
+    s.rgb *= (1 + 0.2 * (_sample(FINE, s.points[0] + s.points[2], s.points[1], 50.0) - 0.5))[:, None]
 
-    # Vehicles: windows with pillars and reflections, tyres with rims, lights, panel noise.
-    m = where(M.GLASS)
-    if m.any():
-        rel = _box_relative(r, m, points)
-        face = r.face[m]
-        across = np.where(face // 2 == 0, rel[2], rel[0])
-        pillar = (across < 0.06) | (across > 0.94) | (np.abs(across - 0.5) < 0.025) & (face // 2 == 0)
-        sky_reflection = 0.1 + 0.35 * np.clip(rel[1], 0, 1) ** 2
-        glass = np.stack([sky_reflection * 0.85, sky_reflection * 0.95, sky_reflection * 1.05], axis=1)
-        glass += 0.06 * (_sample(LARGE, across * 8 + offset[0], rel[1] * 4, 1.0) - 0.5)[:, None]
-        body = body_rgb[r.scene.object_index[r.prim[m]]]
-        image[m] = np.where(pillar[:, None], body, glass)
-    m = where(M.WHEEL)
-    if m.any():
-        p = points[:, m]
-        idx = r.prim[m]
-        centre = r.scene.geometry[idx, :3].T.astype(np.float32)
-        radii = r.scene.geometry[idx, 3:].T.astype(np.float32)
-        radial = np.sqrt(((p[1] - centre[1]) / radii[1]) ** 2 + np.minimum(
-            ((p[0] - centre[0]) / radii[0]) ** 2, ((p[2] - centre[2]) / radii[2]) ** 2))
-        rim = radial < 0.55
-        image[m] = np.where(rim[:, None], np.float32(0.5), np.float32(0.09))
-    for material in (M.CAR_BODY, M.BUS_BODY, M.TRAM_BODY, M.CARGO):
-        m = where(material)
-        if not m.any():
-            continue
-        rel = _box_relative(r, m, points)
-        face = r.face[m]
-        ends = face // 2 == 2  # front or back of a vehicle heading along z
-        sides_x = face // 2 == 0
-        across = np.where(ends, rel[0], rel[2])
-        top = face == 3
-        rgb = image[m] * np.where(top, 1.12, 1.0)[:, None]
-        rgb *= (1 + 0.06 * (_sample(MEDIUM, across * 5 + offset[0], rel[1] * 3, 1.0) - 0.5))[:, None]
-        if material == M.CAR_BODY:
-            headings = np.array([o.heading for o in r.scene.objects], dtype=np.int8)[r.scene.object_index[r.prim[m]]]
-            back_face = np.where(headings == 0, 4, np.where(headings == 1, 5, np.where(headings == 2, 0, 1)))
-            front_face = back_face ^ 1
-            end_face = (face == back_face) | (face == front_face)
-            end_across = np.where(face // 2 == 2, rel[0], rel[2])
-            lamp = end_face & ((end_across < 0.16) | (end_across > 0.84)) & (rel[1] > 0.55) & (rel[1] < 0.85)
-            tail = lamp & (face == back_face)
-            rgb = np.where(tail[:, None], np.array([0.55, 0.05, 0.05], dtype=np.float32), rgb)
-            rgb = np.where((lamp & ~tail)[:, None], np.array([0.8, 0.8, 0.75], dtype=np.float32), rgb)
-            plate = end_face & (np.abs(end_across - 0.5) < 0.12) & (rel[1] > 0.2) & (rel[1] < 0.38)
-            rgb = np.where(plate[:, None], np.array([0.85, 0.85, 0.82], dtype=np.float32), rgb)
-            bumper = end_face & (rel[1] < 0.18)
-            rgb = np.where(bumper[:, None], rgb * 0.5, rgb)
-            em = np.zeros_like(rgb)
-            em[tail] = (1.0, 0.05, 0.02)
-            em[lamp & ~tail] = (1.0, 0.95, 0.8)
-            emission[m] = em
-        elif material in (M.BUS_BODY, M.TRAM_BODY):
-            stripe = (rel[1] > 0.85) & sides_x
-            rgb = np.where(stripe[:, None], rgb * 0.7, rgb)
-        image[m] = rgb
 
-    # Traffic lights: dark housing with three lamps, one of them lit (on the face towards us).
-    m = where(M.TRAFFIC_LIGHT)
-    if m.any():
-        rel = _box_relative(r, m, points)
-        face = r.face[m]
-        front = face == 4
-        lamp_row = np.clip(np.floor(rel[1] * 3), 0, 2)
-        in_lamp = front & ((rel[0] - 0.5) ** 2 * 4 + ((rel[1] * 3 - lamp_row - 0.5) ** 2) * 4 < 0.5)
-        obj = r.scene.object_index[r.prim[m]]
-        state = np.floor(np.array([o.tint[3] for o in r.scene.objects], dtype=np.float32)[obj] * 3)
-        colours = np.array([[0.2, 1.0, 0.45], [1.0, 0.7, 0.1], [1.0, 0.12, 0.08]], dtype=np.float32)
-        lit = in_lamp & (lamp_row == state)
-        rgb = image[m].copy()
-        rgb[in_lamp] = 0.08
-        rgb[lit] = colours[lamp_row[lit].astype(int)]
-        image[m] = rgb
-        em = np.zeros_like(rgb)
-        em[lit] = colours[lamp_row[lit].astype(int)]
-        emission[m] = em
+def _grass(s: _Surface, material) -> None:
+    """Fine green/brown grain with dry patches (bare ground: the same, less contrast)."""
+    amp = 0.5 if material == M.TERRAIN else 0.35
+    u, v = s.points[0] + s.offset[0], s.points[2] + s.offset[1]
+    fine = (_sample(FINE, u, v, 50.0) - 0.5)[:, None]
+    k = np.clip((_sample(BLOTCH, u, v, 0.8) - 0.55) * 3, 0, 0.7)[:, None]
+    brown = np.array([0.47, 0.41, 0.30], dtype=np.float32)
+    s.rgb = (s.rgb * (1 - k) + brown * k) * (1 + amp * fine)
 
-    # Signs: a white border on the face towards us, plain metal on the back.
-    m = where(M.SIGN)
-    if m.any():
-        rel = _box_relative(r, m, points)
-        face = r.face[m]
-        border = (np.minimum(np.minimum(rel[0], 1 - rel[0]), np.minimum(rel[1], 1 - rel[1])) < 0.1)
-        round_sign = r.scene.kind[r.prim[m]] != BOX
-        ring = round_sign & (((rel[0] - 0.5) ** 2 + (rel[1] - 0.5) ** 2) > 0.13)
-        rgb = image[m]
-        rgb = np.where(((border & ~round_sign) | ring)[:, None], np.array([0.85, 0.15, 0.12], dtype=np.float32), rgb)
-        back = face == 5
-        rgb = np.where(back[:, None], np.float32(0.45), rgb)
-        image[m] = rgb
-    m = where(M.LAMP)
-    if m.any():
-        emission[m] = (1.0, 0.85, 0.6)
 
-    # Clothes and skin: fine noise and a darker lower part (folds, shadow).
-    for material in (M.TOP, M.TROUSERS, M.SKIN, M.HAIR, M.HELMET, M.POLE, M.STATIC, M.BIKE_FRAME, M.MOTO_BODY):
-        m = where(material)
-        if m.any():
-            image[m] *= (1 + 0.12 * (_sample(FINE, points[0][m] * 3 + points[2][m], points[1][m] * 3, 30.0) - 0.5))[:, None]
+def _facade(s: _Surface, material) -> None:
+    """Storeys with window grids and shop fronts, per building; dirt; plain roofs."""
+    along, up = _face_uv(s.face, s.points)
+    obj = s.objects()
+    tints = _object_tints(s.r)[obj]  # (K, 4)
+    storey = 2.9 + 0.8 * tints[:, 1]
+    spacing = 2.2 + 1.6 * tints[:, 2]
+    half_window = spacing * (0.2 + 0.125 * tints[:, 3])
+    a = np.mod(along + 7.0 * tints[:, 0], spacing)
+    level = np.floor(up / storey)
+    sv = up - level * storey
+    window = (np.abs(a - spacing / 2) < half_window) & (sv > 0.3 * storey) & (sv < 0.85 * storey) & (level >= 1)
+    shop = (level == 0) & (tints[:, 3] > 0.4) & (up > 0.4) & (up < storey * 0.8) & (np.abs(a - spacing / 2) < 0.42 * spacing)
+    glass = window | shop
+    dirt = 1 + 0.25 * (_sample(BLOTCH, along + s.offset[0], up, 1.5) - 0.5) + 0.08 * (_sample(FINE, along, up, 30.0) - 0.5)
+    rgb = s.rgb * dirt[:, None]
+    reflect = 0.12 + 0.22 * _sample(LARGE, along * 3 + s.offset[1], up * 3, 1.0)
+    rgb[glass] = reflect[glass, None] * np.array([0.9, 0.98, 1.1], dtype=np.float32)
+    roof = s.face // 2 == 1
+    rgb[roof] = s.rgb[roof] * 0.7
+    s.rgb = rgb
+    if s.emission is not None:  # some windows are lit at night
+        lit = glass & (_hash(np.floor(along / spacing), level, obj) > 0.55)
+        s.emission[lit] = (1.0, 0.8, 0.5)
+
+
+def _wall(s: _Surface, material) -> None:
+    """Concrete, or brick courses."""
+    along, up = _face_uv(s.face, s.points)
+    brick = (_hash(s.prim) > 0.5) & (np.mod(up, 0.075) < 0.011)
+    s.rgb *= ((1 + 0.25 * (_sample(MEDIUM, along, up, 8.0) - 0.5)) * np.where(brick, 0.8, 1.0))[:, None]
+
+
+def _fence(s: _Surface, material) -> None:
+    """Mesh wires over a darker, see-through-looking background."""
+    along, up = _face_uv(s.face, s.points)
+    mesh = (np.mod(along, 0.12) < 0.03) | (np.mod(up, 0.12) < 0.03)
+    s.rgb *= np.where(mesh, 1.15, 0.55)[:, None]
+
+
+def _leaves(s: _Surface, material) -> None:
+    """Leaf clumps with dark gaps, slightly varying hue, darker underneath."""
+    scale = 9.0 if material == M.FOLIAGE else 14.0
+    u = s.points[0] + s.points[2] * 0.7 + s.offset[0]
+    v = s.points[1] + s.offset[1]
+    leaves = _sample(MEDIUM, u, v, scale)
+    fine = _sample(FINE, u, v, scale * 3)
+    f = (0.55 + 0.9 * leaves * (0.7 + 0.6 * fine)) * np.where(leaves < 0.32, 0.55, 1.0)
+    f *= 0.8 + 0.2 * np.clip(s.normal_y + 0.5, 0, 1)
+    hue = np.stack([1 + 0.15 * (fine - 0.5), 1 + 0.05 * (leaves - 0.5), 1 - 0.1 * (fine - 0.5)], axis=1)
+    s.rgb *= f[:, None] * hue
+
+
+def _bark(s: _Surface, material) -> None:
+    s.rgb *= (0.8 + 0.4 * _sample(FINE, s.points[0] + s.points[2], s.points[1] * 0.3, 40.0))[:, None]
+
+
+def _glass(s: _Surface, material) -> None:
+    """Windows: dark, reflecting the sky more towards the top; pillars and the roof in body colour."""
+    rel = s.relative()
+    across = np.where(s.face // 2 == 0, rel[2], rel[0])
+    pillar = (across < 0.06) | (across > 0.94) | ((np.abs(across - 0.5) < 0.025) & (s.face // 2 == 0))
+    pillar |= s.face == 3  # the roof
+    sky_reflection = 0.1 + 0.35 * np.clip(rel[1], 0, 1) ** 2
+    glass = sky_reflection[:, None] * np.array([0.85, 0.95, 1.05], dtype=np.float32)
+    glass += 0.06 * (_sample(LARGE, across * 8 + s.offset[0], rel[1] * 4, 1.0) - 0.5)[:, None]
+    s.rgb = np.where(pillar[:, None], s.body_rgb[s.objects()], glass)
+
+
+def _tyre(s: _Surface, material) -> None:
+    """Black rubber with a metal rim in the middle of the wheel's flat side."""
+    geometry = s.r.scene.geometry[s.prim].T.astype(np.float32)
+    centre, radii = geometry[:3], geometry[3:]
+    rel = (s.points - centre) / radii
+    radial = np.sqrt(rel[1] ** 2 + np.minimum(rel[0] ** 2, rel[2] ** 2))
+    s.rgb = np.where((radial < 0.55)[:, None], np.float32(0.5), np.float32(0.09)) * np.ones(3, np.float32)
+
+
+def _vehicle_body(s: _Surface, material) -> None:
+    """Panel shading; cars get tail/head lights, a number plate and a dark bumper at their ends;
+    buses and trams a dark band under the windows."""
+    rel = s.relative()
+    across = np.where(s.face // 2 == 2, rel[0], rel[2])
+    rgb = s.rgb * np.where(s.face == 3, 1.12, 1.0)[:, None]
+    rgb *= (1 + 0.06 * (_sample(MEDIUM, across * 5 + s.offset[0], rel[1] * 3, 1.0) - 0.5))[:, None]
+    if material == M.CAR_BODY:
+        headings = np.array([o.heading for o in s.r.scene.objects], dtype=np.int8)[s.objects()]
+        back = np.array([4, 5, 0, 1], dtype=np.int8)[headings]  # face code of each heading's rear
+        front = back ^ 1
+        ends = (s.face == back) | (s.face == front)
+        lamp = ends & ((across < 0.16) | (across > 0.84)) & (rel[1] > 0.55) & (rel[1] < 0.85)
+        tail = lamp & (s.face == back)
+        rgb[tail] = (0.55, 0.05, 0.05)
+        rgb[lamp & ~tail] = (0.8, 0.8, 0.75)
+        rgb[ends & (np.abs(across - 0.5) < 0.12) & (rel[1] > 0.2) & (rel[1] < 0.38)] = (0.85, 0.85, 0.82)
+        rgb[ends & (rel[1] < 0.18)] *= 0.5
+        if s.emission is not None:
+            s.emission[tail] = (1.0, 0.05, 0.02)
+            s.emission[lamp & ~tail] = (1.0, 0.95, 0.8)
+    elif material in (M.BUS_BODY, M.TRAM_BODY):
+        rgb[(rel[1] > 0.85) & (s.face // 2 == 0)] *= 0.7
+    s.rgb = rgb
+
+
+_LAMP_COLOURS = np.array([[0.2, 1.0, 0.45], [1.0, 0.7, 0.1], [1.0, 0.12, 0.08]], dtype=np.float32)
+
+
+def _traffic_light(s: _Surface, material) -> None:
+    """Dark housing with three lamps on the face towards the camera, one of them lit."""
+    rel = s.relative()
+    row = np.clip(np.floor(rel[1] * 3), 0, 2)
+    lamp = (s.face == 4) & ((rel[0] - 0.5) ** 2 * 4 + (rel[1] * 3 - row - 0.5) ** 2 * 4 < 0.5)
+    state = np.floor(_object_tints(s.r)[s.objects(), 3] * 3)
+    lit = lamp & (row == state)
+    s.rgb[lamp] = 0.08
+    s.rgb[lit] = _LAMP_COLOURS[row[lit].astype(int)]
+    if s.emission is not None:
+        s.emission[lit] = _LAMP_COLOURS[row[lit].astype(int)]
+
+
+def _sign(s: _Surface, material) -> None:
+    """A red border (rectangular signs) or ring (round signs) on the face; plain metal behind."""
+    rel = s.relative()
+    border = np.minimum(np.minimum(rel[0], 1 - rel[0]), np.minimum(rel[1], 1 - rel[1])) < 0.1
+    round_sign = s.r.scene.kind[s.prim] != BOX
+    ring = round_sign & (((rel[0] - 0.5) ** 2 + (rel[1] - 0.5) ** 2) > 0.13)
+    s.rgb[(border & ~round_sign) | ring] = (0.85, 0.15, 0.12)
+    s.rgb[s.face == 5] = 0.45
+
+
+def _lamp(s: _Surface, material) -> None:
+    if s.emission is not None:
+        s.emission[:] = (1.0, 0.85, 0.6)
+
+
+def _fine_noise(s: _Surface, material) -> None:
+    """Cloth, skin, metal: fine grain."""
+    s.rgb *= (1 + 0.12 * (_sample(FINE, s.points[0] * 3 + s.points[2], s.points[1] * 3, 30.0) - 0.5))[:, None]
+
+
+_TEXTURES = {
+    M.ROAD: _asphalt, M.PARKING: _asphalt, M.LANE_MARK: _asphalt, M.SIDEWALK: _paving, M.CURB: _curb,
+    M.TERRAIN: _grass, M.BARE_GROUND: _grass, M.FACADE: _facade, M.WALL: _wall, M.FENCE: _fence,
+    M.FOLIAGE: _leaves, M.HEDGE: _leaves, M.TRUNK: _bark, M.GLASS: _glass, M.WHEEL: _tyre,
+    M.CAR_BODY: _vehicle_body, M.BUS_BODY: _vehicle_body, M.TRAM_BODY: _vehicle_body, M.CARGO: _vehicle_body,
+    M.TRAFFIC_LIGHT: _traffic_light, M.SIGN: _sign, M.LAMP: _lamp,
+    **{m: _fine_noise for m in (M.TOP, M.TROUSERS, M.SKIN, M.HAIR, M.HELMET, M.POLE, M.STATIC, M.BIKE_FRAME,
+                                M.MOTO_BODY)},
+}
+
+
+def _object_tints(r: Render) -> np.ndarray:
+    return np.array([o.tint for o in r.scene.objects] + [[0.5] * 4], dtype=np.float32)
 
 
 def _snow_cover(r: Render, image, materials, points, normals) -> None:

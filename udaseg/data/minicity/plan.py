@@ -31,9 +31,9 @@ SCALES: dict[str, ScaleCounts] = {
     "small": ScaleCounts(gta=8, synthia=6, cityscapes={"train": 6, "val": 4}, rain_frames={"train": 2, "val": 1},
                          rain_patterns=(1,), acdc={"train": 2, "val": 2, "test": 1}),
     # The CPU benchmark: ≤ 2 minutes on 2 cores at 256×512.
-    "default": ScaleCounts(gta=1600, synthia=800, cityscapes={"train": 800, "val": 200},
-                           rain_frames={"train": 72, "val": 18}, rain_patterns=(1, 2),
-                           acdc={"train": 60, "val": 15, "test": 15}),
+    "default": ScaleCounts(gta=1200, synthia=600, cityscapes={"train": 600, "val": 150},
+                           rain_frames={"train": 50, "val": 10}, rain_patterns=(1, 2),
+                           acdc={"train": 40, "val": 10, "test": 10}),
     # GPU machines: the real datasets' split sizes where affordable (use --size for resolution).
     "large": ScaleCounts(gta=10000, synthia=5000, cityscapes={"train": 2975, "val": 500},
                          rain_frames={"train": 262, "val": 33}, rain_patterns=(1, 2, 3, 4),

@@ -74,7 +74,6 @@ class Material(IntEnum):
     TRAM_BODY = 29
     BIKE_FRAME = 30
     MOTO_BODY = 31
-    ROOF = 32
 
 
 # Ground materials and the Cityscapes label id each is annotated with. Lane marks are road in
@@ -414,9 +413,7 @@ def add_car(b: _Builder, anchor, heading: int, y0: float, scale: float) -> None:
     cabin_front = length * rng.uniform(0.05, 0.2)
     cabin_back = -length / 2 + length * rng.uniform(0.08, 0.2)
     b.oriented_box(obj, ID["car"], Material.GLASS, anchor, heading, (cabin_back, cabin_front),
-                   (-width / 2 + 0.08, width / 2 - 0.08), body_top - 0.01, roof - 0.06)
-    b.oriented_box(obj, ID["car"], Material.ROOF, anchor, heading, (cabin_back + 0.1, cabin_front - 0.1),
-                   (-width / 2 + 0.12, width / 2 - 0.12), roof - 0.06, roof)
+                   (-width / 2 + 0.08, width / 2 - 0.08), body_top - 0.01, roof)  # its top is the roof
     _wheels(b, obj, ID["car"], anchor, heading, y0, length, width, 0.32 * scale)
 
 

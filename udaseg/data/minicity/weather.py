@@ -39,10 +39,11 @@ def transmittance(distance: np.ndarray, beta: float) -> np.ndarray:
     return np.nan_to_num(t, nan=0.0).astype(np.float32)
 
 
-def fog(image: np.ndarray, distance: np.ndarray, beta: float, airlight) -> np.ndarray:
-    """Koschmieder's law: ``I·t + L·(1 − t)``, ``t = exp(−β·distance)``."""
-    t = transmittance(distance, beta)[..., None]
-    return image * t + np.asarray(airlight, dtype=np.float32) * (1 - t)
+def fog(image: np.ndarray, distance: np.ndarray, beta: float, airlight, t: np.ndarray | None = None) -> np.ndarray:
+    """Koschmieder's law: ``I·t + L·(1 − t)``, ``t = exp(−β·distance)`` (or a precomputed ``t``)."""
+    t = (transmittance(distance, beta) if t is None else t)[..., None]
+    airlight = np.asarray(airlight, dtype=np.float32)
+    return (image - airlight) * t + airlight
 
 
 @functools.lru_cache(maxsize=64)
@@ -122,13 +123,13 @@ def night_illumination(points: np.ndarray, normals: np.ndarray, lights, camera_p
         d = position.astype(np.float32)[:, None, None] - p
         dist2 = (d ** 2).sum(axis=0)
         cosine = np.clip((d * normals).sum(axis=0) / np.sqrt(dist2 + 1e-6), 0, 1)
-        intensity = 0.75 * cosine * reach ** 2 / (dist2 + reach ** 2 * 0.35)
+        intensity = 0.45 * cosine * reach ** 2 / (dist2 + reach ** 2 * 0.35)
         light += intensity[..., None] * rgb
     # Ego headlights: low beams light the road a few tens of metres ahead.
     rel = p - camera_position.astype(np.float32)[:, None, None]
     ahead = np.clip(rel[2], 0, None)
     cone = np.exp(-(rel[0] / (0.35 * ahead + 1.0)) ** 2) * np.exp(-ahead / 22.0) * (ahead > 2.0)
-    light += (0.55 * cone)[..., None] * np.array([1.0, 0.95, 0.85], dtype=np.float32)
+    light += (0.45 * cone)[..., None] * np.array([1.0, 0.95, 0.85], dtype=np.float32)
     return light * finite[..., None] + (~finite)[..., None] * glow
 
 

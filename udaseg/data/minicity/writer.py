@@ -105,8 +105,12 @@ def _write_variants(job: FrameJob, frame: Frame, seed: int, root: Path) -> None:
     if not job.foggy and not job.rain:
         return
     clear = frame.image.astype(np.float32) / 255
-    for beta, rel in job.foggy.items():
-        write_rgb(root / rel, _to_uint8(weather.fog(clear, frame.distance, beta, frame.airlight)))
+    t, t_beta = None, None
+    for beta, rel in sorted(job.foggy.items()):
+        # exp(−2βℓ) = exp(−βℓ)²: the Foggy Cityscapes betas double, so square instead of exp.
+        t = t * t if t is not None and beta == 2 * t_beta else weather.transmittance(frame.distance, beta)
+        t_beta = beta
+        write_rgb(root / rel, _to_uint8(weather.fog(clear, frame.distance, beta, frame.airlight, t=t)))
     for variant, rel in job.rain.items():
         rainy = weather.rain(clear, frame.distance, variant.alpha, variant.beta, variant.dropsize, variant.pattern,
                              seed, frame.airlight * 0.85)
