@@ -91,7 +91,8 @@ def generate(out: Path, size: tuple[int, int] | None = None, seed: int = 0, scal
 
     ``size`` is the Cityscapes-domain (H, W) (default 256×512); the other domains keep their real
     dataset's aspect ratio at the same width. ``scale`` is ``small`` (tests), ``default`` (the CPU
-    benchmark) or ``large`` (GPU machines). ``workers`` defaults to all CPU cores.
+    benchmark) or ``large`` (GPU machines). ``workers`` (processes) defaults to all CPU cores, or
+    one for tiny sets; the files do not depend on it.
 
     If ``out`` already holds a complete MiniCity generated with the same parameters, it is left
     as it is and its summary returned. Any other non-empty ``out`` is refused with a DataError.
@@ -183,7 +184,8 @@ def _run(jobs, seed: int, root: Path, progress: bool, workers: int | None):
 
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = max(1, min(int(workers), len(jobs) // 64 or 1))  # tiny sets: process start-up dominates
+        workers = min(workers, len(jobs) // 64 or 1)  # tiny sets: process start-up would dominate
+    workers = max(1, min(int(workers), len(jobs)))
     histograms: dict[str, np.ndarray] = {}
     written = 0
     args = ((job, seed, str(root)) for job in jobs)
