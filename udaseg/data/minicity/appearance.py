@@ -38,17 +38,16 @@ from udaseg.data.minicity.scene import BOX, Material as M
 @dataclass(frozen=True)
 class Look:
     name: str
-    # Material → a tuple of sRGB colours (one is chosen per object by its tint), or an HSV range
-    # ("hue", (s_lo, s_hi), (v_lo, v_hi)) for freely coloured objects such as cars and clothes.
+    # Material → choices; one is picked per object by its tint. A choice is an sRGB colour, or an
+    # HSV range ("hue", (s_lo, s_hi), (v_lo, v_hi)) for freely coloured things (cars, clothes).
     palette: dict
     jitter: float  # per-instance brightness variation (fraction)
-    sky_zenith: tuple[int, int, int]
-    sky_horizon: tuple[int, int, int]
+    skies: tuple  # ((zenith, horizon), ...) sRGB; one is picked per frame
     clouds: float  # 0 = clear sky
     textures: bool  # the real domains' fine detail
     ambient: float
     diffuse: float
-    shadow: float  # cast-shadow darkening (0 = none)
+    shadow: tuple[float, float]  # cast-shadow darkening, per frame (sunny to overcast); (0, 0) = none
     glass_as_body: bool  # simulators: cabins and windows drawn in the body colour
     blur_px: tuple[float, float]  # Gaussian sigma at width 512
     noise: tuple[float, float]  # sensor noise sigma (/255)
@@ -58,95 +57,103 @@ class Look:
     exposure: tuple[float, float]
     saturation: float = 1.0
     gamma: float = 1.0
-    city_styles: int = 1  # real domains: a few facade/bus palettes that vary by city
+    city_styles: int = 1  # real domains: a few facade palettes that vary by city
 
 
 def _hue(s: tuple[float, float], v: tuple[float, float]):
     return ("hue", s, v)
 
 
+_GREYS = ((30, 30, 32), (70, 72, 76), (158, 160, 164), (212, 212, 208))
+
 _GTA = {
-    M.ROAD: ((70, 71, 80),), M.LANE_MARK: ((232, 232, 224), (226, 190, 62)), M.SIDEWALK: ((176, 160, 140),),
-    M.CURB: ((196, 190, 178),), M.TERRAIN: ((152, 172, 70), (138, 160, 62)), M.BARE_GROUND: ((166, 132, 94),),
-    M.PARKING: ((84, 82, 90),),
-    M.FACADE: ((198, 160, 116), (182, 96, 70), (216, 206, 176), (122, 138, 164), (170, 170, 162), (222, 188, 136)),
-    M.WALL: ((210, 196, 172), (186, 176, 164)), M.FENCE: ((136, 106, 76), (156, 156, 156)),
+    M.ROAD: ((76, 76, 84),), M.LANE_MARK: ((232, 232, 224), (226, 190, 62)), M.SIDEWALK: ((166, 156, 142),),
+    M.CURB: ((192, 186, 176),), M.TERRAIN: ((140, 160, 72), (128, 150, 64)), M.BARE_GROUND: ((160, 130, 96),),
+    M.PARKING: ((86, 84, 92),),
+    M.FACADE: ((192, 160, 122), (172, 104, 80), (208, 200, 178), (128, 138, 160), (166, 166, 160), (214, 186, 144)),
+    M.WALL: ((198, 188, 168), (174, 166, 156)), M.FENCE: ((130, 108, 82), (150, 150, 150)),
     M.GUARD_RAIL: ((180, 180, 180),), M.POLE: ((104, 106, 114),), M.LAMP: ((210, 210, 196),),
     M.TRAFFIC_LIGHT: ((52, 60, 36),), M.SIGN: ((28, 84, 204), (214, 38, 38), (238, 238, 238), (236, 200, 36)),
-    M.TRUNK: ((104, 78, 52),), M.FOLIAGE: ((48, 132, 36), (70, 146, 38)), M.HEDGE: ((44, 118, 38),),
+    M.TRUNK: ((104, 78, 52),), M.FOLIAGE: ((56, 124, 40), (72, 136, 44)), M.HEDGE: ((52, 114, 40),),
     M.STATIC: ((92, 92, 98), (146, 112, 78), (58, 104, 58)),
     M.SKIN: ((228, 182, 140), (176, 122, 84), (112, 76, 54)), M.HAIR: ((44, 32, 24), (116, 82, 44), (22, 22, 22)),
-    M.TOP: _hue((0.55, 0.95), (0.45, 0.95)), M.TROUSERS: ((42, 62, 126), (52, 52, 58), (156, 134, 100)),
-    M.HELMET: _hue((0.6, 1.0), (0.5, 0.95)),
-    M.CAR_BODY: _hue((0.55, 1.0), (0.35, 0.95)), M.GLASS: ((40, 60, 90),), M.WHEEL: ((36, 36, 38),),
-    M.CARGO: ((238, 238, 236), (206, 60, 38), (60, 92, 166)), M.BUS_BODY: ((226, 182, 38), (206, 50, 38), (46, 146, 70)),
-    M.TRAM_BODY: ((214, 44, 38), (242, 242, 236)), M.BIKE_FRAME: _hue((0.6, 1.0), (0.4, 0.9)),
-    M.MOTO_BODY: _hue((0.6, 1.0), (0.4, 0.9))
+    M.TOP: (_hue((0.4, 0.9), (0.35, 0.9)), _hue((0.4, 0.9), (0.35, 0.9)), (40, 40, 44), (150, 150, 146)),
+    M.TROUSERS: ((42, 62, 126), (52, 52, 58), (156, 134, 100)), M.HELMET: (_hue((0.6, 1.0), (0.5, 0.95)),),
+    M.CAR_BODY: (_hue((0.55, 1.0), (0.35, 0.95)), _hue((0.55, 1.0), (0.35, 0.95))) + _GREYS,
+    M.GLASS: ((40, 60, 90),), M.WHEEL: ((36, 36, 38),),
+    M.CARGO: ((238, 238, 236), (206, 60, 38), (60, 92, 166)), M.BUS_BODY: ((226, 182, 38), (206, 50, 38), (46, 146, 70), (232, 232, 226)),
+    M.TRAM_BODY: ((214, 44, 38), (242, 242, 236)), M.BIKE_FRAME: (_hue((0.6, 1.0), (0.4, 0.9)),),
+    M.MOTO_BODY: (_hue((0.6, 1.0), (0.4, 0.9)),),
 }
 
 _SYNTHIA = {
-    M.ROAD: ((104, 98, 94),), M.LANE_MARK: ((244, 244, 244),), M.SIDEWALK: ((182, 184, 194),),
-    M.CURB: ((204, 204, 210),), M.TERRAIN: ((120, 150, 90),), M.BARE_GROUND: ((150, 136, 120),),
+    M.ROAD: ((104, 98, 94),), M.LANE_MARK: ((244, 244, 244),), M.SIDEWALK: ((176, 178, 188),),
+    M.CURB: ((200, 200, 206),), M.TERRAIN: ((120, 150, 90),), M.BARE_GROUND: ((150, 136, 120),),
     M.PARKING: ((112, 106, 104),),
     M.FACADE: ((214, 204, 188), (194, 172, 150), (160, 152, 144), (204, 192, 204), (176, 190, 200)),
     M.WALL: ((196, 196, 190), (170, 160, 150)), M.FENCE: ((110, 120, 130), (170, 150, 120)),
     M.GUARD_RAIL: ((190, 190, 190),), M.POLE: ((130, 134, 140),), M.LAMP: ((220, 220, 220),),
     M.TRAFFIC_LIGHT: ((70, 70, 74),), M.SIGN: ((60, 110, 200), (220, 80, 80), (240, 240, 240)),
-    M.TRUNK: ((120, 100, 80),), M.FOLIAGE: ((92, 128, 64), (104, 138, 70)), M.HEDGE: ((88, 124, 62),),
+    M.TRUNK: ((120, 100, 80),), M.FOLIAGE: ((90, 128, 64), (104, 138, 70)), M.HEDGE: ((88, 124, 62),),
     M.STATIC: ((120, 120, 126), (170, 140, 110)),
     M.SKIN: ((236, 196, 164), (190, 140, 104)), M.HAIR: ((70, 56, 44), (150, 120, 80)),
-    M.TOP: _hue((0.3, 0.65), (0.55, 0.95)), M.TROUSERS: _hue((0.2, 0.5), (0.3, 0.7)),
-    M.HELMET: _hue((0.3, 0.7), (0.6, 0.95)),
-    M.CAR_BODY: _hue((0.3, 0.7), (0.45, 0.95)), M.GLASS: ((70, 90, 110),), M.WHEEL: ((60, 60, 64),),
+    M.TOP: (_hue((0.3, 0.65), (0.45, 0.95)),), M.TROUSERS: (_hue((0.2, 0.5), (0.25, 0.7)),),
+    M.HELMET: (_hue((0.3, 0.7), (0.6, 0.95)),),
+    M.CAR_BODY: (_hue((0.3, 0.7), (0.45, 0.95)), _hue((0.3, 0.7), (0.45, 0.95)), (60, 62, 66), (200, 200, 200)),
+    M.GLASS: ((70, 90, 110),), M.WHEEL: ((60, 60, 64),),
     M.CARGO: ((220, 220, 220),), M.BUS_BODY: ((90, 150, 210), (230, 140, 60), (200, 200, 200)),
-    M.TRAM_BODY: ((200, 200, 210),), M.BIKE_FRAME: _hue((0.3, 0.7), (0.4, 0.9)),
-    M.MOTO_BODY: _hue((0.3, 0.7), (0.4, 0.9))
+    M.TRAM_BODY: ((200, 200, 210),), M.BIKE_FRAME: (_hue((0.3, 0.7), (0.4, 0.9)),),
+    M.MOTO_BODY: (_hue((0.3, 0.7), (0.4, 0.9)),),
 }
 
-# The "real" palette (Cityscapes, ACDC): desaturated, overcast; road and sidewalk nearly equal.
+# The "real" palette (Cityscapes, ACDC): desaturated, overcast. Road and sidewalk are closer in
+# colour than in the simulators (texture, curb and position tell them apart).
 _REAL = {
-    M.ROAD: ((116, 111, 116),), M.LANE_MARK: ((196, 196, 190),), M.SIDEWALK: ((126, 121, 115),),
-    M.CURB: ((148, 145, 140),), M.TERRAIN: ((100, 102, 66), (112, 104, 74)), M.BARE_GROUND: ((112, 100, 84),),
+    M.ROAD: ((108, 104, 110),), M.LANE_MARK: ((196, 196, 190),), M.SIDEWALK: ((146, 140, 130),),
+    M.CURB: ((160, 156, 150),), M.TERRAIN: ((112, 126, 66), (122, 122, 78)), M.BARE_GROUND: ((112, 100, 84),),
     M.PARKING: ((108, 104, 104),),
     M.FACADE: ((160, 150, 134), (132, 120, 108), (184, 178, 166), (142, 96, 80), (118, 122, 128), (170, 158, 126)),
     M.WALL: ((138, 134, 128), (118, 108, 98), (150, 140, 120)), M.FENCE: ((88, 94, 90), (118, 108, 88), (70, 74, 78)),
     M.GUARD_RAIL: ((160, 162, 160),), M.POLE: ((86, 88, 90), (110, 112, 110)), M.LAMP: ((150, 150, 145),),
     M.TRAFFIC_LIGHT: ((32, 33, 34),), M.SIGN: ((230, 230, 226), (40, 80, 160), (236, 196, 40)),
-    M.TRUNK: ((70, 62, 52),), M.FOLIAGE: ((60, 76, 38), (72, 86, 44), (54, 66, 40)), M.HEDGE: ((56, 70, 36),),
+    M.TRUNK: ((70, 62, 52),), M.FOLIAGE: ((66, 98, 44), (78, 106, 50), (60, 88, 44)), M.HEDGE: ((62, 92, 42),),
     M.STATIC: ((90, 92, 94), (60, 80, 60), (130, 120, 100)),
     M.SKIN: ((208, 164, 134), (156, 110, 82), (96, 66, 50)), M.HAIR: ((40, 32, 26), (96, 74, 50), (150, 130, 100)),
-    M.TOP: _hue((0.0, 0.35), (0.08, 0.6)), M.TROUSERS: ((34, 38, 52), (30, 30, 32), (84, 80, 74)),
-    M.HELMET: _hue((0.0, 0.5), (0.1, 0.8)),
-    M.CAR_BODY: ((28, 28, 30), (28, 28, 30), (72, 74, 78), (160, 162, 166), (160, 162, 166), (214, 214, 210),
-                 (214, 214, 210), (34, 44, 70), (124, 30, 30), (60, 70, 60)),
+    M.TOP: (_hue((0.0, 0.35), (0.08, 0.55)), _hue((0.0, 0.35), (0.08, 0.55)), _hue((0.3, 0.7), (0.3, 0.8))),
+    M.TROUSERS: ((34, 38, 52), (30, 30, 32), (84, 80, 74)), M.HELMET: (_hue((0.0, 0.5), (0.1, 0.8)),),
+    M.CAR_BODY: _GREYS + _GREYS + ((34, 44, 70), (124, 30, 30), _hue((0.3, 0.8), (0.3, 0.8))),
     M.GLASS: ((36, 44, 52),), M.WHEEL: ((22, 22, 22),),
     M.CARGO: ((212, 212, 206), (152, 152, 150), (170, 50, 40)), M.BUS_BODY: ((226, 222, 208), (196, 176, 56), (168, 40, 40)),
     M.TRAM_BODY: ((228, 228, 222), (208, 178, 40), (40, 90, 150)), M.BIKE_FRAME: ((30, 30, 30), (60, 60, 60), (140, 30, 30)),
-    M.MOTO_BODY: ((26, 26, 28), (120, 120, 124), (150, 30, 30))
+    M.MOTO_BODY: ((26, 26, 28), (120, 120, 124), (150, 30, 30)),
 }
 
 LOOKS: dict[str, Look] = {
     "gta": Look(
-        "gta", _GTA, jitter=0.08, sky_zenith=(70, 132, 222), sky_horizon=(168, 200, 238), clouds=0.25,
-        textures=False, ambient=0.55, diffuse=0.6, shadow=0.0, glass_as_body=True, blur_px=(0.0, 0.0),
-        noise=(0.0, 0.0), jpeg_quality=None, vignetting=0.0, white_balance=0.03, exposure=(0.95, 1.1),
+        "gta", _GTA, jitter=0.08, clouds=0.25,
+        skies=(((70, 132, 222), (168, 200, 238)), ((70, 132, 222), (168, 200, 238)), ((110, 150, 206), (196, 212, 232)),
+               ((150, 168, 192), (212, 216, 224))),  # clear, clear, hazy, overcast
+        textures=False, ambient=0.55, diffuse=0.6, shadow=(0.0, 0.0), glass_as_body=True, blur_px=(0.0, 0.0),
+        noise=(0.0, 0.0), jpeg_quality=None, vignetting=0.0, white_balance=0.05, exposure=(0.85, 1.15),
         saturation=1.1,
     ),
     "synthia": Look(
-        "synthia", _SYNTHIA, jitter=0.05, sky_zenith=(176, 196, 222), sky_horizon=(222, 228, 236), clouds=0.0,
-        textures=False, ambient=0.78, diffuse=0.3, shadow=0.0, glass_as_body=True, blur_px=(0.0, 0.0),
+        "synthia", _SYNTHIA, jitter=0.05, clouds=0.0,
+        skies=(((176, 196, 222), (222, 228, 236)), ((120, 160, 214), (200, 216, 236))),
+        textures=False, ambient=0.78, diffuse=0.3, shadow=(0.0, 0.0), glass_as_body=True, blur_px=(0.0, 0.0),
         noise=(0.0, 0.0), jpeg_quality=None, vignetting=0.0, white_balance=0.02, exposure=(0.97, 1.05),
     ),
     "cityscapes": Look(
-        "cityscapes", _REAL, jitter=0.12, sky_zenith=(188, 196, 208), sky_horizon=(222, 226, 230), clouds=0.6,
-        textures=True, ambient=0.62, diffuse=0.45, shadow=0.42, glass_as_body=False, blur_px=(0.5, 0.9),
-        noise=(2.0, 4.5), jpeg_quality=(72, 92), vignetting=0.25, white_balance=0.07, exposure=(0.78, 1.08),
-        saturation=0.85, gamma=1.08, city_styles=3,
+        "cityscapes", _REAL, jitter=0.12, clouds=0.6,
+        skies=(((188, 196, 208), (222, 226, 230)), ((200, 204, 210), (230, 230, 232)), ((140, 166, 200), (206, 214, 224))),
+        textures=True, ambient=0.62, diffuse=0.45, shadow=(0.0, 0.32), glass_as_body=False, blur_px=(0.5, 0.9),
+        noise=(1.0, 3.0), jpeg_quality=(72, 92), vignetting=0.25, white_balance=0.06, exposure=(0.85, 1.1),
+        saturation=0.9, gamma=1.04, city_styles=3,
     ),
 }
 LOOKS["acdc"] = replace(
-    LOOKS["cityscapes"], name="acdc", sky_zenith=(178, 190, 206), blur_px=(0.4, 0.8), noise=(2.5, 5.0),
-    vignetting=0.35, saturation=0.95, gamma=1.0,
+    LOOKS["cityscapes"], name="acdc", blur_px=(0.4, 0.8), noise=(2.0, 4.0), vignetting=0.35, saturation=0.95,
+    gamma=1.0, skies=(((178, 190, 206), (222, 226, 230)), ((150, 172, 204), (210, 216, 226))),
     palette={**_REAL, M.FACADE: ((196, 186, 160), (170, 160, 140), (214, 206, 188), (150, 110, 90), (128, 132, 140)),
              M.TRAM_BODY: ((40, 90, 160), (228, 228, 222))},
 )
@@ -237,12 +244,14 @@ def primitive_colours(r: Render, look: Look, style: int, rng: np.random.Generato
             # City style: each city favours part of the facade palette.
             start = (style + int(tint[0] * 3)) % len(entry)
             entry = (entry[start:] + entry[:start])[:max(2, len(entry) // 2)]
-        if entry[0] == "hue":
-            _, s_range, v_range = entry
-            rgb = np.array(_hsv_to_rgb(float(tint[0]), s_range[0] + tint[1] * (s_range[1] - s_range[0]),
+        pick = tint[0] * len(entry)
+        choice = entry[int(pick) % len(entry)]
+        if choice[0] == "hue":  # the hue comes from the fraction left over by the pick
+            _, s_range, v_range = choice
+            rgb = np.array(_hsv_to_rgb(float(pick % 1.0), s_range[0] + tint[1] * (s_range[1] - s_range[0]),
                                        v_range[0] + tint[2] * (v_range[1] - v_range[0])), dtype=np.float32)
         else:
-            rgb = np.array(entry[int(tint[0] * len(entry)) % len(entry)], dtype=np.float32) / 255.0
+            rgb = np.array(choice, dtype=np.float32) / 255.0
             rgb = rgb * (1.0 + look.jitter * (2 * tint[1] - 1)) + look.jitter * 0.3 * (tint[2:4].mean() - 0.5)
         colours[i] = np.clip(rgb, 0, 1)
         if obj >= 0:
@@ -265,8 +274,10 @@ def sky_colour(r: Render, look: Look, rng: np.random.Generator, zenith=None, hor
     on a plane high above the street."""
     rays = r.rays[:, r.sky]
     elevation = np.clip(rays[1] / np.sqrt((rays ** 2).sum(axis=0)), -0.2, 1.0)
-    zenith = np.array(look.sky_zenith if zenith is None else zenith, dtype=np.float32) / 255
-    horizon = np.array(look.sky_horizon if horizon is None else horizon, dtype=np.float32) / 255
+    if zenith is None:
+        zenith, horizon = look.skies[int(rng.integers(len(look.skies)))]
+    zenith = np.array(zenith, dtype=np.float32) / 255
+    horizon = np.array(horizon, dtype=np.float32) / 255
     w = np.clip(elevation / 0.45, 0, 1)[:, None] ** 0.7
     sky = horizon * (1 - w) + zenith * w
     if look.clouds > 0:
@@ -302,12 +313,12 @@ def shade(r: Render, look: Look, rng: np.random.Generator, style: int = 0, condi
     lights = _light_sources(r)
     if condition == "night":
         image *= weather.night_illumination(points, normals, lights, scene.camera.position, rng)
-        image = weather.bloom(image, emission, strength=rng.uniform(0.9, 1.5))
+        image = weather.bloom(image, emission, strength=rng.uniform(0.6, 1.1))
         sky_rgb = sky_colour(r, replace(look, clouds=0.0), rng, zenith=(4, 6, 14), horizon=(44, 36, 34))
     else:
         sun = scene.sun.astype(np.float32)
         if condition == "clear":
-            ambient, diffuse, shadow_strength = look.ambient, look.diffuse, look.shadow
+            ambient, diffuse, shadow_strength = look.ambient, look.diffuse, rng.uniform(*look.shadow)
         else:  # fog, rain and snow are overcast: diffuse skylight, no cast shadows
             ambient, diffuse, shadow_strength = 0.8, 0.15, 0.0
             sun = np.array([0.2, 0.9, 0.3], dtype=np.float32) / np.float32(math.sqrt(0.94))
@@ -417,11 +428,11 @@ def _asphalt(s: _Surface, material) -> None:
     grain = _sample(FINE, u, v, 40.0) - 0.5
     wear = _sample(LARGE, u, v, 3.0) - 0.5
     patch = _sample(BLOTCH, u, v, 1.2)
-    f = 1 + 0.22 * grain + 0.28 * wear
-    f *= np.where(patch > 0.63, 0.84, 1.0) * np.where(patch < 0.3, 1.07, 1.0)
+    f = 1 + 0.13 * grain + 0.18 * wear
+    f *= np.where(patch > 0.63, 0.9, 1.0) * np.where(patch < 0.3, 1.05, 1.0)
     if material == M.ROAD:
         lane_phase = np.mod(x, 3.2) * (1 / 3.2)
-        f *= 1 - 0.08 * (np.exp((lane_phase - 0.25) ** 2 * -250) + np.exp((lane_phase - 0.75) ** 2 * -250))
+        f *= 1 - 0.06 * (np.exp((lane_phase - 0.25) ** 2 * -250) + np.exp((lane_phase - 0.75) ** 2 * -250))
         cell_u, cell_v = np.floor(u / 9), np.floor(v / 17)
         du, dv = u - (cell_u + 0.5) * 9, v - (cell_v + 0.5) * 17
         manhole = du ** 2 + dv ** 2 < 0.36
@@ -442,7 +453,7 @@ def _paving(s: _Surface, material) -> None:
     per_stone = _hash(np.floor(u), np.floor(v)) - 0.5
     dirt = _sample(BLOTCH, s.points[0] + s.offset[0], s.points[2] + s.offset[1], 2.0) - 0.5
     grain = _sample(FINE, s.points[0], s.points[2], 60.0) - 0.5
-    f = (1 + 0.12 * per_stone + 0.25 * dirt + 0.1 * grain) * np.where(joint, 0.72, 1.0)
+    f = (1 + 0.08 * per_stone + 0.15 * dirt + 0.06 * grain) * np.where(joint, 0.8, 1.0)
     s.rgb *= f[:, None]
 
 
@@ -452,10 +463,10 @@ def _curb(s: _Surface, material) -> None:
 
 def _grass(s: _Surface, material) -> None:
     """Fine green/brown grain with dry patches (bare ground: the same, less contrast)."""
-    amp = 0.5 if material == M.TERRAIN else 0.35
+    amp = 0.3 if material == M.TERRAIN else 0.2
     u, v = s.points[0] + s.offset[0], s.points[2] + s.offset[1]
     fine = (_sample(FINE, u, v, 50.0) - 0.5)[:, None]
-    k = np.clip((_sample(BLOTCH, u, v, 0.8) - 0.55) * 3, 0, 0.7)[:, None]
+    k = np.clip((_sample(BLOTCH, u, v, 0.8) - 0.55) * 3, 0, 0.5)[:, None]
     brown = np.array([0.47, 0.41, 0.30], dtype=np.float32)
     s.rgb = (s.rgb * (1 - k) + brown * k) * (1 + amp * fine)
 
@@ -474,15 +485,17 @@ def _facade(s: _Surface, material) -> None:
     window = (np.abs(a - spacing / 2) < half_window) & (sv > 0.3 * storey) & (sv < 0.85 * storey) & (level >= 1)
     shop = (level == 0) & (tints[:, 3] > 0.4) & (up > 0.4) & (up < storey * 0.8) & (np.abs(a - spacing / 2) < 0.42 * spacing)
     glass = window | shop
-    dirt = 1 + 0.25 * (_sample(BLOTCH, along + s.offset[0], up, 1.5) - 0.5) + 0.08 * (_sample(FINE, along, up, 30.0) - 0.5)
+    dirt = 1 + 0.16 * (_sample(BLOTCH, along + s.offset[0], up, 1.5) - 0.5) + 0.06 * (_sample(FINE, along, up, 30.0) - 0.5)
     rgb = s.rgb * dirt[:, None]
-    reflect = 0.12 + 0.22 * _sample(LARGE, along * 3 + s.offset[1], up * 3, 1.0)
-    rgb[glass] = reflect[glass, None] * np.array([0.9, 0.98, 1.1], dtype=np.float32)
+    # Window panes reflect the sky and the street: a dark, bluish mix with the wall colour.
+    reflect = 0.18 + 0.22 * _sample(LARGE, along * 3 + s.offset[1], up * 3, 1.0)
+    pane = reflect[:, None] * np.array([0.9, 0.98, 1.1], dtype=np.float32)
+    rgb[glass] = 0.65 * pane[glass] + 0.35 * rgb[glass]
     roof = s.face // 2 == 1
     rgb[roof] = s.rgb[roof] * 0.7
     s.rgb = rgb
     if s.emission is not None:  # some windows are lit at night
-        lit = glass & (_hash(np.floor(along / spacing), level, obj) > 0.55)
+        lit = glass & (_hash(np.floor(along / spacing), level, obj) > 0.7)
         s.emission[lit] = (1.0, 0.8, 0.5)
 
 
@@ -507,7 +520,7 @@ def _leaves(s: _Surface, material) -> None:
     v = s.points[1] + s.offset[1]
     leaves = _sample(MEDIUM, u, v, scale)
     fine = _sample(FINE, u, v, scale * 3)
-    f = (0.55 + 0.9 * leaves * (0.7 + 0.6 * fine)) * np.where(leaves < 0.32, 0.55, 1.0)
+    f = (0.7 + 0.6 * leaves * (0.8 + 0.4 * fine)) * np.where(leaves < 0.32, 0.7, 1.0)
     f *= 0.8 + 0.2 * np.clip(s.normal_y + 0.5, 0, 1)
     hue = np.stack([1 + 0.15 * (fine - 0.5), 1 + 0.05 * (leaves - 0.5), 1 - 0.1 * (fine - 0.5)], axis=1)
     s.rgb *= f[:, None] * hue

@@ -73,7 +73,9 @@ class LayoutStats:
     trains: bool = True
     guard_rail_prob: float = 0.0
     void_ground_prob: float = 0.0  # front yards of bare ground (void "ground")
-    parking_bay_prob: float = 0.0  # painted parking bays (void "parking") where cars park
+    parking_strip_prob: float = 0.5  # a parking lane along both curbs
+    parking_bay_prob: float = 0.0  # painted parking bays (void "parking") on a parking lane
+    sidewalk_tree_prob: float = 0.2  # per side without a grass strip: trees in the sidewalk
     vehicle_scale: float = 1.0
     person_scale: float = 1.0
     far_end_prob: float = 0.5  # the street ends in a facade (T junction) rather than the horizon
@@ -110,14 +112,15 @@ DOMAINS: dict[str, DomainSpec] = {
         camera=CameraStats(height_m=(1.35, 1.9), pitch_deg=(-1.0, 4.0), yaw_deg=(-4.0, 4.0),
                            roll_deg=(-0.5, 0.5), focal_over_width=(0.85, 1.0)),
         layout=LayoutStats(
-            lanes_per_direction=(1, 2, 2, 3), lane_width_m=(3.3, 3.8), sidewalk_width_m=(2.0, 4.0),
+            lanes_per_direction=(1, 2, 2, 3), lane_width_m=(3.3, 3.8), sidewalk_width_m=(3.0, 6.0),
             tree_strip_prob=0.25, building_height_m=(6.0, 40.0), setback_prob=0.35, park_lot_prob=0.15,
-            side_street_prob=0.55, persons_per_10m=0.25, crossing_persons_prob=0.3, riders_per_frame=(0, 2),
-            motorcycle_share=0.6, moving_cars_per_lane_100m=3.0, parked_car_prob=0.25, truck_share=0.22,
+            side_street_prob=0.55, persons_per_10m=0.4, crossing_persons_prob=0.3, riders_per_frame=(0, 2),
+            motorcycle_share=0.6, moving_cars_per_lane_100m=2.5, parked_car_prob=0.2, truck_share=0.15,
             bus_share=0.08, train_prob=0.04, traffic_light_prob=0.75, signs_per_100m=4.0,
             lamps_spacing_m=(22.0, 34.0), static_per_100m=3.0, parked_bicycles_per_100m=0.5,
-            wall_prob=0.3, fence_prob=0.3, hedge_prob=0.25, guard_rail_prob=0.1, void_ground_prob=0.15,
-            parking_bay_prob=0.15, vehicle_scale=1.06, person_scale=1.04, far_end_prob=0.4,
+            wall_prob=0.35, fence_prob=0.35, hedge_prob=0.25, guard_rail_prob=0.1, void_ground_prob=0.15,
+            parking_strip_prob=0.4, parking_bay_prob=0.15, sidewalk_tree_prob=0.3, vehicle_scale=1.06,
+            person_scale=1.04, far_end_prob=0.4,
         ),
     ),
     "synthia": DomainSpec(
@@ -132,7 +135,8 @@ DOMAINS: dict[str, DomainSpec] = {
             bus_share=0.1, train_prob=0.0, traffic_light_prob=0.8, signs_per_100m=5.0,
             lamps_spacing_m=(15.0, 25.0), static_per_100m=2.0, parked_bicycles_per_100m=1.0,
             wall_prob=0.35, fence_prob=0.35, hedge_prob=0.3, terrain=False, trucks=False, trains=False,
-            parking_bay_prob=0.1, vehicle_scale=1.0, person_scale=1.0, far_end_prob=0.6,
+            parking_strip_prob=0.5, parking_bay_prob=0.1, sidewalk_tree_prob=0.6, vehicle_scale=1.0,
+            person_scale=1.0, far_end_prob=0.6,
         ),
     ),
     "cityscapes": DomainSpec(
@@ -140,14 +144,15 @@ DOMAINS: dict[str, DomainSpec] = {
         camera=CameraStats(height_m=(1.18, 1.26), pitch_deg=(0.0, 2.5), yaw_deg=(-2.5, 2.5),
                            roll_deg=(-0.7, 0.7), focal_over_width=(1.05, 1.15), principal_offset=(0.0, -0.02)),
         layout=LayoutStats(
-            lanes_per_direction=(1, 1, 1, 2), lane_width_m=(2.9, 3.4), sidewalk_width_m=(2.5, 4.5),
-            tree_strip_prob=0.4, building_height_m=(9.0, 24.0), setback_prob=0.25, park_lot_prob=0.2,
-            side_street_prob=0.5, persons_per_10m=0.45, crossing_persons_prob=0.4, riders_per_frame=(0, 3),
-            motorcycle_share=0.2, moving_cars_per_lane_100m=2.0, parked_car_prob=0.55, truck_share=0.07,
+            lanes_per_direction=(1, 1, 1, 2), lane_width_m=(2.9, 3.4), sidewalk_width_m=(3.0, 5.5),
+            tree_strip_prob=0.4, building_height_m=(9.0, 24.0), setback_prob=0.35, park_lot_prob=0.2,
+            side_street_prob=0.5, persons_per_10m=0.8, crossing_persons_prob=0.4, riders_per_frame=(0, 3),
+            motorcycle_share=0.2, moving_cars_per_lane_100m=1.6, parked_car_prob=0.4, truck_share=0.05,
             bus_share=0.05, train_prob=0.05, traffic_light_prob=0.7, signs_per_100m=6.0,
             lamps_spacing_m=(18.0, 30.0), static_per_100m=5.0, parked_bicycles_per_100m=2.0,
-            wall_prob=0.35, fence_prob=0.4, hedge_prob=0.35, guard_rail_prob=0.15, void_ground_prob=0.3,
-            parking_bay_prob=0.35, vehicle_scale=1.0, person_scale=1.0, far_end_prob=0.5,
+            wall_prob=0.4, fence_prob=0.45, hedge_prob=0.3, guard_rail_prob=0.15, void_ground_prob=0.3,
+            parking_strip_prob=0.55, parking_bay_prob=0.35, sidewalk_tree_prob=0.3, vehicle_scale=1.0,
+            person_scale=1.0, far_end_prob=0.5,
         ),
         ego_hood=True,
         cities={"train": CITYSCAPES_TRAIN_CITIES, "val": CITYSCAPES_VAL_CITIES},
@@ -159,12 +164,13 @@ DOMAINS: dict[str, DomainSpec] = {
         layout=LayoutStats(
             lanes_per_direction=(1, 1, 2), lane_width_m=(2.9, 3.4), sidewalk_width_m=(2.0, 4.0),
             tree_strip_prob=0.45, building_height_m=(9.0, 22.0), setback_prob=0.3, park_lot_prob=0.25,
-            side_street_prob=0.5, persons_per_10m=0.3, crossing_persons_prob=0.3, riders_per_frame=(0, 2),
-            motorcycle_share=0.25, moving_cars_per_lane_100m=2.0, parked_car_prob=0.45, truck_share=0.08,
+            side_street_prob=0.5, persons_per_10m=0.5, crossing_persons_prob=0.3, riders_per_frame=(0, 2),
+            motorcycle_share=0.25, moving_cars_per_lane_100m=1.6, parked_car_prob=0.4, truck_share=0.06,
             bus_share=0.06, train_prob=0.12, traffic_light_prob=0.7, signs_per_100m=6.0,
             lamps_spacing_m=(18.0, 30.0), static_per_100m=4.0, parked_bicycles_per_100m=1.0,
-            wall_prob=0.35, fence_prob=0.4, hedge_prob=0.4, guard_rail_prob=0.2, void_ground_prob=0.3,
-            parking_bay_prob=0.3, vehicle_scale=1.0, person_scale=0.98, far_end_prob=0.5,
+            wall_prob=0.4, fence_prob=0.45, hedge_prob=0.35, guard_rail_prob=0.2, void_ground_prob=0.3,
+            parking_strip_prob=0.5, parking_bay_prob=0.3, sidewalk_tree_prob=0.3, vehicle_scale=1.0,
+            person_scale=0.98, far_end_prob=0.5,
         ),
     ),
 }

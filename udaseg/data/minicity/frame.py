@@ -16,7 +16,7 @@ from udaseg.data.minicity import weather
 from udaseg.data.minicity.appearance import LOOKS, camera_effects, shade
 from udaseg.data.minicity.domains import DOMAINS
 from udaseg.data.minicity.render import Render, render
-from udaseg.data.minicity.scene import sample_scene
+from udaseg.data.minicity.layout import sample_scene
 
 EGO_VEHICLE, RECTIFICATION_BORDER = 1, 2
 HOOD_DISTANCE_M = 1.8  # for fog: the bonnet is right in front of the camera
@@ -91,8 +91,8 @@ def _ego_vehicle_masks(size: tuple[int, int], rng: np.random.Generator) -> tuple
     top = height * (1 - rng.uniform(0.08, 0.13)) + height * rng.uniform(0.03, 0.06) * u ** 2
     hood = v >= top[None, :]
     col = np.arange(width)[None, :]
-    left = rng.uniform(0.002, 0.012) * width + rng.uniform(0.0, 0.015) * width * v / height
-    right = rng.uniform(0.002, 0.012) * width + rng.uniform(0.0, 0.015) * width * v / height
+    left = rng.uniform(0.002, 0.008) * width + rng.uniform(0.0, 0.01) * width * v / height
+    right = rng.uniform(0.002, 0.008) * width + rng.uniform(0.0, 0.01) * width * v / height
     border = (col < left) | (col >= width - right)
     if rng.random() < 0.5:
         border |= v >= height - max(1, round(height * 0.004))
