@@ -60,7 +60,8 @@ def test_gta_reads_back_like_gta5(minicity_small):
     images = sorted((root / "images").glob("*.png"))
     labels = sorted((root / "labels").glob("*.png"))
     assert [p.name for p in images] == [p.name for p in labels] == [f"{i:05d}.png" for i in range(1, len(images) + 1)]
-    palette = [c for label in sorted(catalog.CITYSCAPES_LABELS, key=lambda l: l.id) if label.id >= 0 for c in label.color]
+    by_id = sorted((label for label in catalog.CITYSCAPES_LABELS if label.id >= 0), key=lambda label: label.id)
+    palette = [c for label in by_id for c in label.color]
     seen = set()
     for image, label in zip(images, labels):
         assert _rgb(image).shape == EXPECTED_SIZES["gta"] + (3,)
@@ -149,8 +150,8 @@ def test_foggy_and_rain_cityscapes_names_pair_with_gtfine(minicity_small):
         assert rainy and len(rainy) % len(RAIN_CITYSCAPES_SETTINGS) == 0
         rain_stems = set()
         for path in rainy:
-            m = re.fullmatch(r"(.+)_leftImg8bit_rain_alpha_([\d.]+)_beta_([\d.]+)_dropsize_([\d.]+)_pattern_(\d+)\.png",
-                             path.name)
+            m = re.fullmatch(r"(.+)_leftImg8bit_rain_alpha_([\d.]+)_beta_([\d.]+)_dropsize_([\d.]+)"
+                             r"_pattern_(\d+)\.png", path.name)
             assert m and m.group(1) in stems[split]
             assert tuple(float(v) for v in m.group(2, 3, 4)) in RAIN_CITYSCAPES_SETTINGS
             assert path.name.split("_leftImg8bit")[0] == m.group(1)  # the loaders' pairing rule
@@ -216,7 +217,8 @@ def test_foggy_files_fade_with_beta(minicity_small):
         base = _rgb(clear).astype(np.float64)
         changes = []
         for beta in FOGGY_CITYSCAPES_BETAS:
-            foggy = _rgb(root / "leftImg8bit_foggy" / "train" / clear.parent.name / f"{stem}_leftImg8bit_foggy_beta_{beta}.png")
+            name = f"{stem}_leftImg8bit_foggy_beta_{beta}.png"
+            foggy = _rgb(root / "leftImg8bit_foggy" / "train" / clear.parent.name / name)
             changes.append(np.abs(foggy - base).mean())
         assert changes[0] < changes[1] < changes[2]
 

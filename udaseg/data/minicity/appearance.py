@@ -81,7 +81,8 @@ _GTA = {
     M.TROUSERS: ((42, 62, 126), (52, 52, 58), (156, 134, 100)), M.HELMET: (_hue((0.6, 1.0), (0.5, 0.95)),),
     M.CAR_BODY: (_hue((0.55, 1.0), (0.35, 0.95)), _hue((0.55, 1.0), (0.35, 0.95))) + _GREYS,
     M.GLASS: ((40, 60, 90),), M.WHEEL: ((36, 36, 38),),
-    M.CARGO: ((238, 238, 236), (206, 60, 38), (60, 92, 166)), M.BUS_BODY: ((226, 182, 38), (206, 50, 38), (46, 146, 70), (232, 232, 226)),
+    M.CARGO: ((238, 238, 236), (206, 60, 38), (60, 92, 166)),
+    M.BUS_BODY: ((226, 182, 38), (206, 50, 38), (46, 146, 70), (232, 232, 226)),
     M.TRAM_BODY: ((214, 44, 38), (242, 242, 236)), M.BIKE_FRAME: (_hue((0.6, 1.0), (0.4, 0.9)),),
     M.MOTO_BODY: (_hue((0.6, 1.0), (0.4, 0.9)),),
 }
@@ -123,16 +124,18 @@ _REAL = {
     M.TROUSERS: ((34, 38, 52), (30, 30, 32), (84, 80, 74)), M.HELMET: (_hue((0.0, 0.5), (0.1, 0.8)),),
     M.CAR_BODY: _GREYS + _GREYS + ((34, 44, 70), (124, 30, 30), _hue((0.3, 0.8), (0.3, 0.8))),
     M.GLASS: ((36, 44, 52),), M.WHEEL: ((22, 22, 22),),
-    M.CARGO: ((212, 212, 206), (152, 152, 150), (170, 50, 40)), M.BUS_BODY: ((226, 222, 208), (196, 176, 56), (168, 40, 40)),
-    M.TRAM_BODY: ((228, 228, 222), (208, 178, 40), (40, 90, 150)), M.BIKE_FRAME: ((30, 30, 30), (60, 60, 60), (140, 30, 30)),
+    M.CARGO: ((212, 212, 206), (152, 152, 150), (170, 50, 40)),
+    M.BUS_BODY: ((226, 222, 208), (196, 176, 56), (168, 40, 40)),
+    M.TRAM_BODY: ((228, 228, 222), (208, 178, 40), (40, 90, 150)),
+    M.BIKE_FRAME: ((30, 30, 30), (60, 60, 60), (140, 30, 30)),
     M.MOTO_BODY: ((26, 26, 28), (120, 120, 124), (150, 30, 30)),
 }
 
 LOOKS: dict[str, Look] = {
     "gta": Look(
         "gta", _GTA, jitter=0.08, clouds=0.25,
-        skies=(((70, 132, 222), (168, 200, 238)), ((70, 132, 222), (168, 200, 238)), ((110, 150, 206), (196, 212, 232)),
-               ((150, 168, 192), (212, 216, 224))),  # clear, clear, hazy, overcast
+        skies=(((70, 132, 222), (168, 200, 238)), ((70, 132, 222), (168, 200, 238)),  # clear, clear,
+               ((110, 150, 206), (196, 212, 232)), ((150, 168, 192), (212, 216, 224))),  # hazy, overcast
         textures=False, ambient=0.55, diffuse=0.6, shadow=(0.0, 0.0), glass_as_body=True, blur_px=(0.0, 0.0),
         noise=(0.0, 0.0), jpeg_quality=None, vignetting=0.0, white_balance=0.05, exposure=(0.85, 1.15),
         saturation=1.1,
@@ -145,7 +148,8 @@ LOOKS: dict[str, Look] = {
     ),
     "cityscapes": Look(
         "cityscapes", _REAL, jitter=0.12, clouds=0.6,
-        skies=(((188, 196, 208), (222, 226, 230)), ((200, 204, 210), (230, 230, 232)), ((140, 166, 200), (206, 214, 224))),
+        skies=(((188, 196, 208), (222, 226, 230)), ((200, 204, 210), (230, 230, 232)),
+               ((140, 166, 200), (206, 214, 224))),
         textures=True, ambient=0.62, diffuse=0.45, shadow=(0.0, 0.32), glass_as_body=False, blur_px=(0.5, 0.9),
         noise=(1.0, 3.0), jpeg_quality=(72, 92), vignetting=0.25, white_balance=0.06, exposure=(0.85, 1.1),
         saturation=0.9, gamma=1.04, city_styles=3,
@@ -483,9 +487,11 @@ def _facade(s: _Surface, material) -> None:
     level = np.floor(up / storey)
     sv = up - level * storey
     window = (np.abs(a - spacing / 2) < half_window) & (sv > 0.3 * storey) & (sv < 0.85 * storey) & (level >= 1)
-    shop = (level == 0) & (tints[:, 3] > 0.4) & (up > 0.4) & (up < storey * 0.8) & (np.abs(a - spacing / 2) < 0.42 * spacing)
+    shop = ((level == 0) & (tints[:, 3] > 0.4) & (up > 0.4) & (up < storey * 0.8)
+            & (np.abs(a - spacing / 2) < 0.42 * spacing))
     glass = window | shop
-    dirt = 1 + 0.16 * (_sample(BLOTCH, along + s.offset[0], up, 1.5) - 0.5) + 0.06 * (_sample(FINE, along, up, 30.0) - 0.5)
+    dirt = (1 + 0.16 * (_sample(BLOTCH, along + s.offset[0], up, 1.5) - 0.5)
+            + 0.06 * (_sample(FINE, along, up, 30.0) - 0.5))
     rgb = s.rgb * dirt[:, None]
     # Window panes reflect the sky and the street: a dark, bluish mix with the wall colour.
     reflect = 0.18 + 0.22 * _sample(LARGE, along * 3 + s.offset[1], up * 3, 1.0)
@@ -656,7 +662,8 @@ def _wet_ground(r: Render, image, materials, points) -> None:
     rows = np.arange(height)
     # Mirror about the horizon row (a fair approximation for far objects standing on the ground).
     camera = r.scene.camera
-    horizon = int(np.clip(camera.cy - camera.focal * math.tan(-math.asin(float(camera.rotation[1, 2]))), 0, height - 1))
+    pitch = -math.asin(float(camera.rotation[1, 2]))
+    horizon = int(np.clip(camera.cy - camera.focal * math.tan(pitch), 0, height - 1))
     src = np.clip(2 * horizon - rows, 0, height - 1)
     mirrored = cv2.GaussianBlur(image[src], (0, 0), 2.0)
     puddles = _sample(BLOTCH, points[0], points[2], 1.0)

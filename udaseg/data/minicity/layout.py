@@ -302,9 +302,11 @@ def _park(b: SceneBuilder, lay, sg: float, yard_x: float, lot: _Lot, curb_h: flo
     if lay.guard_rail_prob and rng.random() < lay.guard_rail_prob:
         rail = b.new_object("guard rail", ID["guard rail"])
         x = sg * (road_half + 0.3)
-        b.box(rail, ID["guard rail"], Material.GUARD_RAIL, (x - 0.05, curb_h + 0.45, lot.z0), (x + 0.05, curb_h + 0.8, lot.z1))
-        for z in np.arange(lot.z0, lot.z1, 2.0):
-            b.box(rail, ID["guard rail"], Material.GUARD_RAIL, (x - 0.06, curb_h, z), (x + 0.06, curb_h + 0.75, z + 0.12))
+        b.box(rail, ID["guard rail"], Material.GUARD_RAIL, (x - 0.05, curb_h + 0.45, lot.z0),
+              (x + 0.05, curb_h + 0.8, lot.z1))
+        for z in np.arange(lot.z0, lot.z1, 2.0):  # posts
+            b.box(rail, ID["guard rail"], Material.GUARD_RAIL, (x - 0.06, curb_h, z),
+                  (x + 0.06, curb_h + 0.75, z + 0.12))
     for _ in range(int(rng.integers(1, 6))):
         O.add_tree(b, sg * rng.uniform(yard_x + 2, yard_x + 25), rng.uniform(lot.z0, lot.z1), curb_h,
                    rng.uniform(0.8, 1.4))
@@ -369,7 +371,7 @@ def _add_traffic_lights(b: SceneBuilder, lay: LayoutStats, street: _Street, grou
         if rng.random() < 0.6:
             O.add_traffic_light(b, x, z1 + 0.8, curb, -int(sg), overhead=False, facing_side=rng.random() < 0.5)
         if rng.random() < 0.4:
-            O.add_sign(b, x + sg * 0.2, z0 - 0.8, curb, on_pole=1, height=2.6)
+            O.add_sign(b, x + sg * 0.2, z0 - 0.8, curb, mounted_at=2.6)  # on the light's pole
     for z0, _ in ground.crosswalks:
         if rng.random() < lay.traffic_light_prob * 0.6:
             for side in (0, 1):
@@ -391,13 +393,16 @@ def _add_pedestrians(b: SceneBuilder, lay: LayoutStats, street: _Street, ground:
     for z0, z1 in ground.crosswalks:
         if rng.random() < lay.crossing_persons_prob:
             for _ in range(int(rng.integers(1, 5))):
-                x, z, heading = rng.uniform(-street.road_half, street.road_half), rng.uniform(z0, z1), int(rng.choice([2, 3]))
+                x, z = rng.uniform(-street.road_half, street.road_half), rng.uniform(z0, z1)
+                heading = int(rng.choice([2, 3]))
                 if footprints.take(x, z, heading, 0.5, 0.6, margin=0.1):
                     O.add_person(b, (x, z), heading, 0.0, lay.person_scale)
 
 
 # Nominal ground footprints (length, width) of road users, generous enough for every variant.
-_FOOTPRINT = {"car": (5.0, 2.0), "truck": (11.5, 2.6), "bus": (19.0, 2.6), "tram": (37.0, 2.7), "two-wheeler": (2.1, 0.8)}
+_FOOTPRINT = {"car": (5.0, 2.0), "truck": (11.5, 2.6), "bus": (19.0, 2.6), "tram": (37.0, 2.7),
+              "two-wheeler": (2.1, 0.8)}
+_ADD_VEHICLE = {"car": O.add_car, "truck": O.add_truck, "bus": O.add_bus, "tram": O.add_tram}
 
 
 def _add_vehicles(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints: _Footprints) -> None:
@@ -408,7 +413,7 @@ def _add_vehicles(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints
     def place(kind: str, x: float, z: float, heading: int) -> None:
         length, width = _FOOTPRINT[kind]
         if footprints.take(x, z, heading, length * scale, width * scale):
-            {"car": O.add_car, "truck": O.add_truck, "bus": O.add_bus, "tram": O.add_tram}[kind](b, (x, z), heading, 0.0, scale)
+            _ADD_VEHICLE[kind](b, (x, z), heading, 0.0, scale)
 
     def traffic_kind() -> str:
         r = rng.random()
@@ -457,6 +462,7 @@ def _add_riders(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints: 
             x = SIDE_SIGN[side] * rng.uniform(0, street.road_half + 8)
             z, heading = rng.uniform(z0 + 2, z1 - 2), int(rng.choice([2, 3]))
         else:
-            x, z, heading = rng.uniform(-street.lanes_half, street.lanes_half), rng.uniform(6.0, 40.0), int(rng.choice([0, 1]))
+            x, z = rng.uniform(-street.lanes_half, street.lanes_half), rng.uniform(6.0, 40.0)
+            heading = int(rng.choice([0, 1]))
         if footprints.take(x, z, heading, length * lay.person_scale, width):
             O.add_two_wheeler(b, (x, z), heading, 0.0, lay.person_scale, motorcycle, ridden=True)

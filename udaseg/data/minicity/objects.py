@@ -208,7 +208,8 @@ def add_pole(b: SceneBuilder, x: float, z: float, y0: float, height: float, widt
              obj: int | None = None) -> int:
     if obj is None:
         obj = b.new_object("pole", ID["pole"])
-    b.box(obj, ID["pole"], Material.POLE, (x - width / 2, y0, z - width / 2), (x + width / 2, y0 + height, z + width / 2))
+    half = width / 2
+    b.box(obj, ID["pole"], Material.POLE, (x - half, y0, z - half), (x + half, y0 + height, z + half))
     return obj
 
 
@@ -251,25 +252,29 @@ def add_traffic_light(b: SceneBuilder, x: float, z: float, y0: float, towards_ro
               (hx + w / 2, hy + hh, z + d / 2 - 0.15))
 
 
-def add_sign(b: SceneBuilder, x: float, z: float, y0: float, on_pole: int | None = None, height: float | None = None) -> None:
+def add_sign(b: SceneBuilder, x: float, z: float, y0: float, mounted_at: float | None = None) -> None:
+    """A sign plate (round, rectangular or a stacked pair) facing the camera, on its own thin pole,
+    or at height ``mounted_at`` on an existing pole."""
     rng = b.rng
-    if on_pole is None:
+    if mounted_at is None:
         pole_h = rng.uniform(2.4, 3.3)
         add_pole(b, x, z, y0, pole_h, rng.uniform(0.06, 0.09))
-        height = pole_h - 0.1
+        mounted_at = pole_h - 0.1
     sign = b.new_object("traffic sign", ID["traffic sign"])
     size = rng.uniform(0.5, 0.8)
     shape = rng.integers(0, 3)
-    cy = y0 + height - size / 2
+    cy = y0 + mounted_at - size / 2
+    front, back = z - 0.08, z - 0.04
     if shape == 0:  # round
         b.ellipsoid(sign, ID["traffic sign"], Material.SIGN, (x, cy, z - 0.06), (size / 2, size / 2, 0.025))
     elif shape == 1:  # square / rectangular
         w = size * rng.uniform(0.8, 1.6)
-        b.box(sign, ID["traffic sign"], Material.SIGN, (x - w / 2, cy - size / 2, z - 0.08), (x + w / 2, cy + size / 2, z - 0.04))
+        b.box(sign, ID["traffic sign"], Material.SIGN, (x - w / 2, cy - size / 2, front),
+              (x + w / 2, cy + size / 2, back))
     else:  # stacked pair of small plates
-        b.box(sign, ID["traffic sign"], Material.SIGN, (x - size / 2, cy - 0.05, z - 0.08), (x + size / 2, cy + size / 2, z - 0.04))
-        b.box(sign, ID["traffic sign"], Material.SIGN, (x - size / 2, cy - size * 0.6, z - 0.08),
-              (x + size / 2, cy - 0.1, z - 0.04))
+        half = size / 2
+        b.box(sign, ID["traffic sign"], Material.SIGN, (x - half, cy - 0.05, front), (x + half, cy + half, back))
+        b.box(sign, ID["traffic sign"], Material.SIGN, (x - half, cy - size * 0.6, front), (x + half, cy - 0.1, back))
 
 
 def add_static(b: SceneBuilder, x: float, z: float, y0: float) -> None:
@@ -284,7 +289,8 @@ def add_static(b: SceneBuilder, x: float, z: float, y0: float) -> None:
         b.box(obj, ID["static"], Material.STATIC, (x + 0.2, y0 + 0.5, z - 0.9), (x + 0.28, y0 + 0.9, z + 0.9))
     elif kind == 2:  # bollards
         for dz in (-1.5, 0.0, 1.5):
-            b.box(obj, ID["static"], Material.STATIC, (x - 0.07, y0, z + dz - 0.07), (x + 0.07, y0 + 0.9, z + dz + 0.07))
+            zb = z + dz
+            b.box(obj, ID["static"], Material.STATIC, (x - 0.07, y0, zb - 0.07), (x + 0.07, y0 + 0.9, zb + 0.07))
     else:  # advertising column / electrical box
         r = rng.uniform(0.4, 0.7)
         b.box(obj, ID["static"], Material.STATIC, (x - r, y0, z - r), (x + r, y0 + rng.uniform(1.2, 3.0), z + r))

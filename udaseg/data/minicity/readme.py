@@ -3,14 +3,26 @@ deterministic as the data)."""
 
 from __future__ import annotations
 
-_FORMATS = """\
-| folder | stands in for | files |
-|---|---|---|
-| `gta/` | GTA5 | `images/00001.png` RGB (5 digits, from 1); `labels/00001.png` palette-mode PNG whose pixel indices are Cityscapes label ids (Cityscapes colour palette attached) |
-| `synthia/` | SYNTHIA-RAND-CITYSCAPES | `RGB/0000000.png` (7 digits, from 0); `GT/LABELS/0000000.png` 16-bit 3-channel, SYNTHIA class id in R and instance id in G (`cv2.imread(p, cv2.IMREAD_UNCHANGED)[..., -1]` is the class id); `Depth/Depth/0000000.png` 16-bit z-depth in centimetres (sky and anything beyond 655.35 m = 65535) |
-| `cityscapes/` | Cityscapes | `leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png`; `gtFine/.../<stem>_gtFine_labelIds.png` (8-bit label ids, with void ego vehicle (1), rectification border (2), static (4), ground (6), parking (9), guard rail (14)); `leftImg8bit_foggy/.../<stem>_leftImg8bit_foggy_beta_{0.005,0.01,0.02}.png`; `leftImg8bit_rain/.../<stem>_leftImg8bit_rain_alpha_<a>_beta_<b>_dropsize_<d>_pattern_<p>.png` for a subset of frames |
-| `acdc/` | ACDC | `rgb_anon/{fog,night,rain,snow}/{train,val,test}/<GOPRxxxx>/<seq>_frame_<n>_rgb_anon.png`; `gt/{cond}/{train,val}/<seq>/<seq>_frame_<n>_gt_labelIds.png` and `_gt_labelTrainIds.png` (no test labels) |
-"""
+_FORMAT_ROWS = (
+    ("gta/", "GTA5",
+     "`images/00001.png` RGB (5 digits, from 1); `labels/00001.png` palette-mode PNG whose pixel indices are "
+     "Cityscapes label ids (Cityscapes colour palette attached)"),
+    ("synthia/", "SYNTHIA-RAND-CITYSCAPES",
+     "`RGB/0000000.png` (7 digits, from 0); `GT/LABELS/0000000.png` 16-bit 3-channel, SYNTHIA class id in R and "
+     "instance id in G (`cv2.imread(p, cv2.IMREAD_UNCHANGED)[..., -1]` is the class id); "
+     "`Depth/Depth/0000000.png` 16-bit z-depth in centimetres (sky and anything beyond 655.35 m = 65535)"),
+    ("cityscapes/", "Cityscapes",
+     "`leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png`; `gtFine/.../<stem>_gtFine_labelIds.png` "
+     "(8-bit label ids, with void ego vehicle (1), rectification border (2), static (4), ground (6), parking (9), "
+     "guard rail (14)); `leftImg8bit_foggy/.../<stem>_leftImg8bit_foggy_beta_{0.005,0.01,0.02}.png`; "
+     "`leftImg8bit_rain/.../<stem>_leftImg8bit_rain_alpha_<a>_beta_<b>_dropsize_<d>_pattern_<p>.png` for a subset "
+     "of frames"),
+    ("acdc/", "ACDC",
+     "`rgb_anon/{fog,night,rain,snow}/{train,val,test}/<GOPRxxxx>/<seq>_frame_<n>_rgb_anon.png`; "
+     "`gt/{cond}/{train,val}/<seq>/<seq>_frame_<n>_gt_labelIds.png` and `_gt_labelTrainIds.png` (no test labels)"),
+)
+_FORMATS = "| folder | stands in for | files |\n|---|---|---|\n" + "".join(
+    f"| `{folder}` | {real} | {files} |\n" for folder, real, files in _FORMAT_ROWS)
 
 _DOMAINS = """\
 Every frame is a metric 3-D street scene (camera height, pitch and focal length per frame; road with
@@ -62,17 +74,13 @@ def readme_text(manifest: dict) -> str:
         dh, dw = manifest["sizes"][domain]
         parts = ", ".join(f"{k}: {v}" for k, v in counts.items())
         lines.append(f"| `{domain}/` | {dh}x{dw} | {parts} |")
+    frequencies = manifest["label_id_frequencies"]
     lines += ["", f"Images and labels: {manifest['bytes'] / 2 ** 20:.1f} MiB. Sample pictures: `samples/<domain>.png`.",
-              "", "## Formats", "", _FORMATS, "## Domains", "", _DOMAINS, "## Class frequencies (fraction of pixels)", "",
-              "| class | " + " | ".join(manifest["label_id_frequencies"]) + " |",
-              "|---|" + "---|" * len(manifest["label_id_frequencies"])]
-    classes = []
-    for freqs in manifest["label_id_frequencies"].values():
-        for name in freqs:
-            if name not in classes:
-                classes.append(name)
+              "", "## Formats", "", _FORMATS, "## Domains", "", _DOMAINS, "## Class frequencies (fraction of pixels)",
+              "", "| class | " + " | ".join(frequencies) + " |", "|---|" + "---|" * len(frequencies)]
+    classes = list(dict.fromkeys(name for per_domain in frequencies.values() for name in per_domain))
     for name in classes:
-        cells = [f"{manifest['label_id_frequencies'][d].get(name, 0.0):.4f}" for d in manifest["label_id_frequencies"]]
+        cells = [f"{frequencies[domain].get(name, 0.0):.4f}" for domain in frequencies]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Camera intrinsics and extrinsic ranges per domain are in `minicity.json` (`cameras`).", ""]
     return "\n".join(lines)

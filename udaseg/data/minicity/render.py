@@ -128,7 +128,8 @@ def render(scene: Scene) -> Render:
         np.copyto(depth[window], t, where=closer)
         np.copyto(prim[window], np.int32(index), where=closer)
         np.copyto(face[window], np.asarray(hit_face, dtype=np.int8), where=closer)
-    _draw_small(scene, np.flatnonzero(visible & (area <= BATCH_AREA)), rects, origin, rays, inv_rays, prim, depth, face)
+    small = np.flatnonzero(visible & (area <= BATCH_AREA))
+    _draw_small(scene, small, rects, origin, rays, inv_rays, prim, depth, face)
     return Render(scene, rays, prim, depth, face)
 
 

@@ -142,7 +142,8 @@ def write_samples(root: Path, jobs: list[FrameJob], rows: int = 3) -> dict[str, 
         chosen: list[FrameJob] = []
         if domain == "acdc":
             for condition in ("fog", "night", "rain", "snow"):
-                chosen += [j for j in jobs if j.domain == domain and j.condition == condition and "label" in j.files][:1]
+                labelled = [j for j in jobs if j.domain == domain and j.condition == condition and "label" in j.files]
+                chosen += labelled[:1]
         else:
             chosen = [j for j in jobs if j.domain == domain and (j.split in ("all", "val"))][:rows]
         if not chosen:
