@@ -115,7 +115,7 @@ DOMAINS: dict[str, DomainSpec] = {
             lanes_per_direction=(1, 2, 2, 3), lane_width_m=(3.3, 3.8), sidewalk_width_m=(3.0, 6.0),
             tree_strip_prob=0.25, building_height_m=(6.0, 40.0), setback_prob=0.35, park_lot_prob=0.15,
             side_street_prob=0.55, persons_per_10m=0.4, crossing_persons_prob=0.3, riders_per_frame=(0, 2),
-            motorcycle_share=0.6, moving_cars_per_lane_100m=2.5, parked_car_prob=0.2, truck_share=0.15,
+            motorcycle_share=0.6, moving_cars_per_lane_100m=2.5, parked_car_prob=0.2, truck_share=0.08,
             bus_share=0.08, train_prob=0.04, traffic_light_prob=0.75, signs_per_100m=4.0,
             lamps_spacing_m=(22.0, 34.0), static_per_100m=3.0, parked_bicycles_per_100m=0.5,
             wall_prob=0.35, fence_prob=0.35, hedge_prob=0.25, guard_rail_prob=0.1, void_ground_prob=0.15,

@@ -174,8 +174,8 @@ def _sample_camera(rng, spec: DomainSpec, street: _Street, size: tuple[int, int]
     height, width = size
     if stats.placement == "lane":  # in a lane of the right-hand carriageway
         x = (int(rng.integers(0, street.lanes)) + 0.5) * street.lane_width + rng.normal(0, 0.25)
-    else:  # anywhere across road and sidewalks
-        x = rng.uniform(-street.yard(0) + 0.5, street.yard(1) - 0.5)
+    else:  # anywhere across road and sidewalks, not right against the facades
+        x = rng.uniform(-street.yard(0) + 1.5, street.yard(1) - 1.5)
     ground = street.curb_height if abs(x) > street.road_half else 0.0
     return Camera.looking(
         height, width, rng.uniform(*stats.focal_over_width) * width,
