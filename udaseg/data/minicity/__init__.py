@@ -9,12 +9,16 @@ to adapt to.
 Pipeline of one frame (:mod:`.frame`):
 
     domains.py      camera and layout statistics per domain
-    scene.py        a metric 3-D street: camera, ground layout, boxes and ellipsoids with labels
+    layout.py       samples a metric 3-D street from those statistics …
+    objects.py      … with people, vehicles, trees, poles … built from boxes and ellipsoids
+    scene.py        what a scene is: camera, ground layout, primitive table with labels
     render.py       vectorised ray casting with a z-buffer → primitive, depth and face per pixel
     appearance.py   the domain's look: palette, textures, light and shadows, camera effects
     weather.py      fog, rain, snow and night from the exact depth
+    frame.py        the stages in order, plus the Cityscapes camera rig (bonnet, border)
     writer.py       the real datasets' file formats; samples
     plan.py         which frames and files a scale has, and each frame's generator key
+    readme.py       the README.md written next to the data
 
 :func:`generate` renders every frame in parallel worker processes (each frame has its own
 ``numpy.random.Generator`` keyed by seed, domain, condition, split and index, so the files are
