@@ -54,10 +54,135 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from udaseg import config as config_lib
+    from udaseg.engine import dist, trainer
+
+    if args.resume and args.out and not args.config:
+        saved = Path(args.out) / "config.yaml"
+        if not saved.exists():
+            raise UdasegError(f"--resume: {args.out} has no config.yaml (not a udaseg run directory)")
+        cfg = config_lib.load_resolved(saved)
+    else:
+        cfg = config_lib.compose(args.config)
+    run_dir = Path(args.out) if args.out else trainer.default_run_dir(cfg)
+    try:
+        final = trainer.train(cfg, run_dir, resume=args.resume, force=args.force, cli_args=args.config,
+                              progress=not args.quiet)
+        if dist.is_main():
+            for row in final.get("all", []):
+                value = row[row["metric"]]
+                print(f"{row['name']}: {row['metric']} {'n/a' if value is None else f'{100 * value:.2f}'} "
+                      f"({row['network']}, {row['mode']}{', flip' if row['flip'] else ''})")
+            print(f"run directory: {run_dir}")
+    finally:
+        dist.destroy()
+    return 0
+
+
+def _dataset_options(items: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for item in items:
+        if "=" not in item:
+            raise UdasegError(f"--option expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _write_eval(rows: list[dict], out: str | None) -> None:
+    import json
+
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({**rows[0], "all": rows} if len(rows) > 1 else rows[0], indent=2))
+        print(f"written: {out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from udaseg.data.registry import create_dataset
+    from udaseg.engine.evaluator import evaluate, evaluate_predictions
+
+    options = _dataset_options(args.option)
+    if args.predictions:
+        if args.source:
+            raise UdasegError("give either RUN_DIR|CKPT or --predictions DIR, not both")
+        if not (args.dataset and args.root):
+            raise UdasegError("--predictions needs --dataset and --root (the ground truth)")
+        dataset = create_dataset(args.dataset, args.root, args.split, label_space=args.label_space or "cityscapes19",
+                                 **options)
+        result = evaluate_predictions(args.predictions, dataset, pred_format=args.pred_format,
+                                      progress=not args.quiet, dataset_name=args.dataset)
+        print(result.table())
+        _write_eval([result.to_json()], args.out)
+        return 0
+    if not args.source:
+        raise UdasegError("give a run directory or checkpoint to evaluate, or --predictions DIR")
+
+    from omegaconf import OmegaConf
+
+    from udaseg.engine.checkpoint import load_network
+    from udaseg.engine.trainer import build_dataset, pick_device
+
+    device = pick_device(args.device)
+    model, cfg = load_network(args.source, args.network, device)
+    if args.label_space and args.label_space != cfg.benchmark.label_space:
+        raise UdasegError(f"the model predicts {cfg.benchmark.label_space}; --label-space {args.label_space} differs")
+    if args.dataset:
+        if not args.root:
+            raise UdasegError("--dataset needs --root")
+        specs = [OmegaConf.create({"name": f"{args.dataset}_{args.split}", "dataset": args.dataset,
+                                   "root": str(Path(args.root).resolve()), "split": args.split, "options": options,
+                                   "test_scale": None, "mode": "whole", "window": None, "stride": None,
+                                   "flip": False})]
+    else:
+        specs = list(cfg.benchmark.val)
+        if not specs:
+            raise UdasegError("the run's benchmark has no validation set; pass --dataset and --root")
+    rows = []
+    for spec in specs:
+        mode = args.mode or spec.mode
+        window = args.window or (tuple(spec.window) if spec.window else None)
+        stride = args.stride or (tuple(spec.stride) if spec.stride else None)
+        test_scale = tuple(args.test_scale) if args.test_scale else (tuple(spec.test_scale) if spec.test_scale else None)
+        dataset = build_dataset(spec, cfg.data_root, cfg.benchmark.label_space)
+        result = evaluate(model, dataset, mode=mode, flip=args.flip or spec.flip, test_scale=test_scale,
+                          window=window, stride=stride, device=device, network=args.network,
+                          progress=not args.quiet, dataset_name=spec.dataset)
+        name = spec.name or f"{spec.dataset}_{spec.split}"
+        print(f"== {name} ({args.network}, {result.protocol['mode']}{', flip' if result.protocol['flip'] else ''})")
+        print(result.table())
+        rows.append({"name": name, **result.to_json()})
+    _write_eval(rows, args.out)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from udaseg.engine.predict import run_predict
+
+    return run_predict(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from udaseg.report import expand_run_dirs, write_report
+
+    out = write_report(expand_run_dirs(args.run_dirs), Path(args.out), title=args.title)
+    print(f"report written to {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from udaseg.bench import run_bench
+
+    return run_bench(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from udaseg.demo import run_demo
 
-    return run_demo(Path(args.out))
+    return run_demo(Path(args.out), Path(args.data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +200,110 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded MiniCity benchmark (CPU, minutes)",
                        formatter_class=_formatter, epilog="example:\n  udaseg demo --out runs/demo")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--data", default="data/minicity",
+                   help="MiniCity folder, generated there if missing (default: data/minicity)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "train", help="train one run (the same command under torchrun runs DDP)", formatter_class=_formatter,
+        epilog="examples:\n"
+               "  udaseg train benchmark=minicity_gta2cs method=source_only model=minicity_cnn schedule=minicity \\\n"
+               "      iters=2000 seed=1 --out runs/so_s1\n"
+               "  udaseg train minicity_cpu benchmark=minicity_cs2acdc method=oracle   # an experiment file + overrides\n"
+               "  udaseg train --resume --out runs/so_s1                                # continue a killed run\n"
+               "  torchrun --nproc_per_node 4 -m udaseg train benchmark=gta2cs method=source_only \\\n"
+               "      model=mitb5_daformer schedule=poly10warm --out runs/gta2cs_so")
+    p.add_argument("config", nargs="*", metavar="CONFIG|key=value",
+                   help="experiment YAML files (or shipped experiment names) and key=value overrides; "
+                        "groups: benchmark, method, model, schedule")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<benchmark>/<method>_<model>_s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    p.add_argument("--force", action="store_true", help="with --resume: accept a config that differs from the run's")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval", help="evaluate a run or checkpoint, or score saved prediction PNGs", formatter_class=_formatter,
+        epilog="examples:\n"
+               "  udaseg eval runs/so_s1                                     # the run's validation sets\n"
+               "  udaseg eval runs/so_s1 --dataset acdc --root data/minicity/acdc --split val --mode slide \\\n"
+               "      --window 256x256 --stride 128x128 --flip --out eval_acdc.json\n"
+               "  udaseg eval --predictions preds/ --pred-format labelid --dataset cityscapes \\\n"
+               "      --root data/minicity/cityscapes --split val")
+    p.add_argument("source", nargs="?", metavar="RUN_DIR|CKPT", help="a run directory or a checkpoint file")
+    p.add_argument("--predictions", default=None, metavar="DIR", help="score saved PNGs under DIR instead")
+    p.add_argument("--pred-format", choices=("labelid", "trainid"), default="labelid",
+                   help="content of the saved PNGs (default labelid, what the Cityscapes server takes)")
+    p.add_argument("--dataset", choices=DATASET_NAMES, default=None, help="dataset to evaluate on")
+    p.add_argument("--root", default=None, help="its root folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option (e.g. conditions=night, beta=0.02); repeatable")
+    p.add_argument("--label-space", default=None, help="label space (default: the run's)")
+    p.add_argument("--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the run's)")
+    p.add_argument("--window", type=_size, default=None, help="slide window HxW")
+    p.add_argument("--stride", type=_size, default=None, help="slide stride HxW")
+    p.add_argument("--test-scale", type=_size, default=None, metavar="LONGxSHORT",
+                   help="keep-ratio resize before inference, e.g. 1024x512")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--network", choices=("student", "teacher"), default="student",
+                   help="which network of the checkpoint (default: student)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (eval.json schema)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "predict", help="segment images, folders or videos; colour, overlay, trainId or labelId PNGs",
+        formatter_class=_formatter,
+        epilog="examples:\n"
+               "  udaseg predict runs/so_s1 street.jpg photos/ --out preds --format overlay\n"
+               "  udaseg predict runs/so_s1/checkpoints/last.pt drive.mp4 --out frames --format color\n"
+               "  udaseg predict runs/x data/cityscapes/leftImg8bit/test --out submit --format labelid "
+               "--test-scale 1024x512")
+    p.add_argument("source", metavar="RUN_DIR|CKPT", help="a run directory or a checkpoint file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or videos")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", action="append", choices=("color", "overlay", "trainid", "labelid"), default=None,
+                   help="output format(s), repeatable (default: color)")
+    p.add_argument("--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the run's)")
+    p.add_argument("--window", type=_size, default=None, help="slide window HxW")
+    p.add_argument("--stride", type=_size, default=None, help="slide stride HxW")
+    p.add_argument("--test-scale", type=_size, default=None, metavar="LONGxSHORT",
+                   help="keep-ratio resize before inference (default: the run's first validation set's)")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--network", choices=("student", "teacher"), default="student")
+    p.add_argument("--video-stride", type=int, default=1, help="every N-th frame of a video (default 1)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "report", help="results table (mean ± std over seeds), per-class IoU, pictures", formatter_class=_formatter,
+        epilog="example:\n  udaseg report runs/minicity_gta2cs/* --out docs/results/minicity.md")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directories (a folder holding run directories is searched for them)")
+    p.add_argument("--out", default="report.md", help="Markdown file to write (pictures go beside it)")
+    p.add_argument("--title", default="Results")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "bench", help="median step time and peak memory per config, and ratios to source-only",
+        formatter_class=_formatter,
+        epilog="examples:\n"
+               "  udaseg bench                                   # the shipped benchmark set\n"
+               "  udaseg bench 'method=source_only model=minicity_cnn' 'method=oracle model=minicity_cnn'\n"
+               "  udaseg bench --preset cpu --steps 10 --out bench.json")
+    p.add_argument("configs", nargs="*", metavar="CONFIG",
+                   help="each a quoted list of config arguments (experiment files and key=value); "
+                        "default: the --preset set")
+    p.add_argument("--preset", choices=("cpu", "gpu", "all"), default=None,
+                   help="shipped set (default: gpu on a CUDA machine, cpu otherwise)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per config (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=cmd_bench)
 
     data = sub.add_parser("data", help="generate MiniCity, prepare and check datasets",
                           formatter_class=_formatter)

@@ -47,16 +47,21 @@ class RareClassSamplingConfig:
 
 @dataclass
 class TrainDataConfig:
-    """One training stream: a dataset split plus its geometric pipeline."""
+    """One training stream: a dataset split plus its geometric pipeline (the fields of
+    :class:`udaseg.data.transforms.TrainPipeline`; at most one resize mode)."""
 
     dataset: str = MISSING  # registry name: gta5, synthia, cityscapes, acdc, …
     root: str = MISSING  # relative to ``data_root`` unless absolute
     split: str = "train"
     options: dict[str, Any] = field(default_factory=dict)  # loader options (conditions, beta, …)
-    resize: Optional[list[int]] = None  # mmseg img_scale (long, short), aspect ratio kept
-    crop: Optional[list[int]] = None  # (h, w)
+    img_scale: Optional[list[int]] = None  # mmseg keep-ratio resize (long, short)
+    ratio_range: Optional[list[float]] = None  # random factor on img_scale
+    fit_size: Optional[list[int]] = None  # keep-ratio fit inside (h, w), then pad
+    resize_to: Optional[list[int]] = None  # exact (h, w), aspect ratio not kept
+    interpolation: str = "bilinear"
+    crop_size: Optional[list[int]] = None  # (h, w)
     cat_max_ratio: float = 1.0  # DAFormer's crop rule; 1.0 disables it
-    flip: bool = True
+    flip_prob: float = 0.5
     rcs: RareClassSamplingConfig = field(default_factory=RareClassSamplingConfig)
 
 
@@ -85,6 +90,7 @@ class BenchmarkConfig:
     target: Optional[TrainDataConfig] = None  # None: no target data (source-only, DG)
     val: list[EvalDataConfig] = field(default_factory=list)
     batch_size: int = 2  # per process, for each of source and target
+    metric: str = ""  # headline metric (mIoU19, mIoU16, mIoU7 …); "" = the label space's first subset
 
 
 @dataclass
@@ -114,6 +120,8 @@ class ModelConfig:
     backbone_options: dict[str, Any] = field(default_factory=dict)
     head_options: dict[str, Any] = field(default_factory=dict)
     pretrained: Optional[str] = None  # local file or hub id; None = random init (with a notice)
+    normalization: Optional[str] = None  # imagenet | caffe_bgr; None = the backbone family's
+    align_corners: Optional[bool] = None  # None = the backbone family's convention
 
 
 @dataclass
@@ -170,6 +178,19 @@ def group_file(group: str, name: str) -> Path:
     if not path.exists():
         raise ConfigError(f"unknown {group} {name!r}; available: {', '.join(available(group)) or 'none'}")
     return path
+
+
+def _group_data(group: str, name: str) -> tuple[str, dict]:
+    """(source, content) of a group selection. A registered method without a YAML file of its
+    own is selected by name with its schema's defaults."""
+    if group == "method" and not (CONFIG_DIR / group / f"{name}.yaml").exists() and "/" not in name \
+            and not name.endswith((".yaml", ".yml")):
+        from udaseg.methods import list_methods
+
+        if name in list_methods():
+            return f"method {name} (schema defaults)", {"name": name}
+    path = group_file(group, name)
+    return str(path), _read_yaml(path)
 
 
 def _merge(base: DictConfig, update: dict, source: str, prefix: str = "") -> DictConfig:
@@ -230,7 +251,7 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
     for group in GROUPS:
         if group not in selection:
             raise ConfigError(f"no {group} chosen: pass {group}=NAME (available: {', '.join(available(group))})")
-    group_data = {g: (str(group_file(g, n)), _read_yaml(group_file(g, n))) for g, n in selection.items()}
+    group_data = {g: _group_data(g, n) for g, n in selection.items()}
 
     # 2. The method's schema depends on its name.
     method_name = group_data["method"][1].get("name")

@@ -38,3 +38,51 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a broken file
         raise UdasegError(f"cannot read checkpoint {path}: {err}") from None
+
+
+def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
+    """``(config.yaml, checkpoint)`` of a run directory or of a checkpoint file inside one
+    (``RUN/checkpoints/last.pt``; a config.yaml beside the file is accepted too)."""
+    source = Path(source)
+    if source.is_dir():
+        cfg, ckpt = source / "config.yaml", source / "checkpoints" / "last.pt"
+        if not cfg.exists():
+            raise UdasegError(f"{source} is not a udaseg run directory (no config.yaml)")
+        if not ckpt.exists():
+            raise UdasegError(f"{source} has no checkpoint yet ({ckpt} is missing); resume the run with "
+                              f"udaseg train --resume --out {source}")
+        return cfg, ckpt
+    if not source.is_file():
+        raise UdasegError(f"{source}: no such run directory or checkpoint file")
+    for candidate in (source.parent / "config.yaml", source.parent.parent / "config.yaml"):
+        if candidate.exists():
+            return candidate, source
+    raise UdasegError(f"{source}: no config.yaml beside it or in its run directory; the model is built "
+                      "from the run's config (keep the checkpoint inside its run directory)")
+
+
+def load_network(source: str | os.PathLike, network: str = "student", device: str | torch.device = "cpu"):
+    """The ``network`` (student, teacher …) of a udaseg run or checkpoint, in eval mode on
+    ``device``, with the run's resolved config: ``(model, cfg)``."""
+    from udaseg import config as config_lib
+    from udaseg.data.catalog import get_label_space
+    from udaseg.models import create_model, load_state_dict_strict
+
+    cfg_path, ckpt_path = locate_run(source)
+    cfg = config_lib.load_resolved(cfg_path)
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    modules = state.get("method", {}).get("modules") if isinstance(state, dict) else None
+    if modules is None:
+        raise UdasegError(f"{ckpt_path} is not a udaseg training checkpoint (no method state)")
+    prefix = f"{network}."
+    weights = {k[len(prefix):]: v for k, v in modules.items() if k.startswith(prefix)}
+    if not weights:
+        present = sorted({k.split(".", 1)[0] for k in modules})
+        raise UdasegError(f"{ckpt_path} holds no {network!r} network; it has: {', '.join(present)}")
+    from omegaconf import OmegaConf
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg["pretrained"] = None  # the checkpoint holds every weight
+    model = create_model(model_cfg, num_classes=get_label_space(cfg.benchmark.label_space).num_classes)
+    load_state_dict_strict(model, weights, source=f"{ckpt_path} [{prefix}*]")
+    return model.to(device).eval(), cfg

@@ -3,6 +3,9 @@ the same code runs under ``torchrun`` and in a plain process."""
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 
@@ -21,6 +24,40 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_from_env(device_type: str) -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on GPUs,
+    gloo on CPUs). Returns whether this process is part of a multi-process run."""
+    if is_dist():
+        return world_size() > 1
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return False
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    return True
+
+
+def destroy() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (``obj`` itself without a process group)."""
+    if not is_dist():
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

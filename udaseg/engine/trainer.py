@@ -134,14 +134,17 @@ def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream:
     from udaseg.data.transforms import TrainPipeline
 
     dataset = build_dataset(spec, data_root, label_space)
-    pipeline = TrainPipeline(resize=spec.resize, crop=spec.crop, cat_max_ratio=spec.cat_max_ratio,
-                             flip=spec.flip)
+    pipeline = TrainPipeline(
+        img_scale=spec.img_scale, ratio_range=spec.ratio_range, fit_size=spec.fit_size, resize_to=spec.resize_to,
+        interpolation=spec.interpolation, crop_size=spec.crop_size, cat_max_ratio=spec.cat_max_ratio,
+        flip_prob=spec.flip_prob)
     rcs = None
     if spec.rcs.enabled:
         rcs = RareClassSampling.from_dataset(dataset, class_temp=spec.rcs.class_temp,
                                              min_pixels=spec.rcs.min_pixels,
                                              min_crop_ratio=spec.rcs.min_crop_ratio)
-    return TrainStream(dataset, pipeline, seed=[seed, stream], rcs=rcs)
+    stream_seed = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+    return TrainStream(dataset, pipeline, seed=stream_seed, rcs=rcs)
 
 
 class DrawBatchSampler(torch.utils.data.Sampler):
@@ -238,7 +241,15 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Evaluation
+def headline_metric(cfg: DictConfig) -> str:
+    """The benchmark's headline mean (``benchmark.metric``; default: the label space's first)."""
+    return cfg.benchmark.metric or next(iter(get_label_space(cfg.benchmark.label_space).eval_subsets))
+
+
 def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, it: int) -> list[dict]:
+    """Every validation set of the benchmark on the method's ``eval_network()``; one ``eval.json``
+    row each (plus its name, the iteration and the confusion matrix for the report)."""
     from udaseg.engine.evaluator import evaluate
 
     results = []
@@ -248,19 +259,58 @@ def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, 
                           test_scale=tuple(spec.test_scale) if spec.test_scale else None,
                           window=tuple(spec.window) if spec.window else None,
                           stride=tuple(spec.stride) if spec.stride else None,
-                          device=device, network="student", progress=False)
-        row = result.to_json()
-        row["name"] = spec.name or f"{spec.dataset}_{spec.split}"
-        row["iter"] = it
+                          device=device, network=method.eval_network_name, progress=False,
+                          num_workers=min(cfg.workers, 2), dataset_name=spec.dataset)
+        row = {"name": spec.name or f"{spec.dataset}_{spec.split}", "iter": it, "metric": headline_metric(cfg),
+               **result.to_json(), "confusion": result.confusion.tolist()}
         results.append(row)
     return results
 
 
+def _eval_log_row(row: dict, elapsed: float, final: bool = False) -> dict:
+    out = {"iter": row["iter"], "eval": row["name"], "mIoU": row.get(row["metric"]), "time": round(elapsed, 3),
+           **{k: v for k, v in row.items() if k.startswith("mIoU")}, "per_class_iou": row["per_class_iou"]}
+    if final:
+        out["final"] = True
+    return out
+
+
+def _truncate_metrics(path: Path, last_iter: int) -> None:
+    """On resume, drop the rows a killed run logged after its last checkpoint (they are logged
+    again), so that ``metrics.jsonl`` reads as if the run had never stopped."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by the kill
+            continue
+        if row.get("iter", 0) <= last_iter and not (row.get("iter") == last_iter and "eval" in row
+                                                     and row.get("final")):
+            keep.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def _all_finite(values: dict[str, float], device: torch.device) -> bool:
+    """Whether every rank's losses are finite (all ranks must stop together under DDP)."""
+    ok = all(np.isfinite(v) for v in values.values())
+    if dist.world_size() > 1:
+        flag = torch.tensor([0.0 if ok else 1.0], device=device)
+        dist.all_reduce_sum(flag)
+        return float(flag) == 0.0
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
           cli_args: list[str] | None = None, progress: bool = True) -> dict:
     """Run (or resume) one training run; returns the final ``eval.json`` content."""
-    from udaseg.methods import MethodContext, create_method
+    from udaseg.methods import MethodContext, create_method, get_method_class
 
+    # 1. Set-up.
     device = pick_device(cfg.device)
     distributed = dist.init_from_env(device.type)
     if device.type == "cuda":
@@ -273,13 +323,10 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     cfg = dist.broadcast_object(cfg)
     seed_everything(rank_seed(cfg.seed, dist.rank()), cfg.deterministic)
-    if dist.is_main():
-        (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
-        (run_dir / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
 
-    # Data.
+    # 2. Data.
     label_space = cfg.benchmark.label_space
-    method_cls = __import__("udaseg.methods", fromlist=["get_method_class"]).get_method_class(cfg.method.name)
+    method_cls = get_method_class(cfg.method.name)
     labelled_spec = cfg.benchmark.source if method_cls.labelled_stream == "source" else cfg.benchmark.target
     if labelled_spec is None:
         raise ConfigError(f"method {cfg.method.name} trains on the target's labels, but benchmark "
@@ -291,20 +338,30 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
             raise ConfigError(f"method {cfg.method.name} needs target data; benchmark {cfg.benchmark.name} has none")
         unlabelled = build_stream(cfg.benchmark.target, cfg.data_root, label_space, cfg.seed, TARGET_STREAM)
     val_sets = [(spec, build_dataset(spec, cfg.data_root, label_space)) for spec in cfg.benchmark.val]
+    if dist.is_main():
+        (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+        (run_dir / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
 
-    # Method.
+    # 3. Method (and its state when resuming).
     ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.iters,
                         label_space=get_label_space(label_space), device=device, precision=cfg.precision)
     method = create_method(cfg.method, ctx).to(device)
-    start_iter = 0
+    start_iter, elapsed_before = 0, 0.0
     if resume and last_checkpoint(run_dir).exists():
         state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
         method.load_checkpoint_state(state["method"])
-        start_iter = state["iter"]
-        set_rng_state(state["rng"][min(dist.rank(), len(state["rng"]) - 1)])
+        start_iter, elapsed_before = state["iter"], state.get("elapsed", 0.0)
+        rng = state["rng"]
+        if len(rng) != dist.world_size():
+            raise UdasegError(f"{last_checkpoint(run_dir)} was written by a run of {len(rng)} process(es); "
+                              f"resume it with the same number ({dist.world_size()} now)")
+        set_rng_state(rng[dist.rank()])
+        if dist.is_main():
+            _truncate_metrics(run_dir / "metrics.jsonl", start_iter)
     if distributed:
         method.setup_distributed([device.index] if device.type == "cuda" else None)
 
+    # 4. Loop.
     logger = RunLogger(run_dir, dist.is_main())
     src_iter = make_loader(labelled, start_iter, cfg, device)
     tgt_iter = make_loader(unlabelled, start_iter, cfg, device) if unlabelled is not None else None
@@ -312,10 +369,10 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
     if progress and dist.is_main():
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.iters, initial=start_iter, desc=f"{cfg.method.name}", unit="it", dynamic_ncols=True)
-
+        bar = tqdm(total=cfg.iters, initial=start_iter, desc=cfg.method.label or cfg.method.name, unit="it",
+                   dynamic_ncols=True)
     sums: dict[str, float] = {}
-    count, t0 = 0, time.time()
+    count, t0 = 0, time.time() - elapsed_before
     for it in range(start_iter, cfg.iters):
         source = to_device(next(src_iter), device)
         target = None
@@ -327,10 +384,10 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         losses = method.train_step(source, target, it)
 
         values = {k: float(v) for k, v in losses.items()}
-        bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-        if bad:
+        if not _all_finite(values, device):
             ckpt = last_checkpoint(run_dir)
-            raise UdasegError(f"loss {', '.join(f'{k}={v}' for k, v in bad.items())} at iteration {it}; "
+            bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v)) or "on another rank"
+            raise UdasegError(f"non-finite loss at iteration {it}: {bad}; "
                               f"last checkpoint: {ckpt if ckpt.exists() else 'none yet'}")
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -338,44 +395,34 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         done = it + 1
         if bar is not None:
             bar.update(1)
-            if done % 10 == 0:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+            if done % 10 == 0 or done == cfg.iters:
+                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in values.items()})
         if done % cfg.log_every == 0 or done == cfg.iters:
             logger.log({"iter": done, "lr": method.lr, **{k: v / count for k, v in sums.items()},
                         "time": round(time.time() - t0, 3)})
             sums, count = {}, 0
-        if done % cfg.checkpoint_every == 0 or done == cfg.iters:
-            if dist.is_main():
-                save_atomic({"iter": done, "method": method.checkpoint_state(), "rng": [rng_state()],
-                             "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
-            dist.barrier()
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.iters:
-            for row in evaluate_all(method, cfg, val_sets, device, done):
-                logger.log({"iter": done, "eval": row["name"], "mIoU": row[_primary_metric(row)],
-                            "time": round(time.time() - t0, 3),
-                            **{k: v for k, v in row.items() if k.startswith("mIoU")},
-                            "per_class_iou": row["per_class_iou"]})
+            for row in evaluate_all(method, cfg, val_sets, device, done):  # curves only, never selection
+                logger.log(_eval_log_row(row, time.time() - t0))
+        if done % cfg.checkpoint_every == 0 or done == cfg.iters:
+            states = dist.all_gather_objects(rng_state())
+            if dist.is_main():
+                save_atomic({"iter": done, "elapsed": time.time() - t0, "method": method.checkpoint_state(),
+                             "rng": states, "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
+            dist.barrier()
     if bar is not None:
         bar.close()
 
+    # 5. End: the final network is the result.
     results = evaluate_all(method, cfg, val_sets, device, cfg.iters)
-    final = dict(results[0]) if results else {}
-    final["all"] = results
+    final = {**results[0], "all": results} if results else {}
     if dist.is_main():
         for row in results:
-            logger.log({"iter": cfg.iters, "eval": row["name"], "mIoU": row[_primary_metric(row)],
-                        "time": round(time.time() - t0, 3),
-                        **{k: v for k, v in row.items() if k.startswith("mIoU")},
-                        "per_class_iou": row["per_class_iou"], "final": True})
+            logger.log(_eval_log_row(row, time.time() - t0, final=True))
         (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
+        from udaseg.engine.summary import write_run_summary
+
+        write_run_summary(run_dir, method.eval_network(), val_sets, device)
     logger.close()
     dist.barrier()
     return final
-
-
-def _primary_metric(row: dict) -> str:
-    keys = [k for k in row if k.startswith("mIoU") and row[k] is not None]
-    for preferred in ("mIoU19", "mIoU16", "mIoU7"):
-        if preferred in keys:
-            return preferred
-    return keys[0]

@@ -37,6 +37,8 @@ from udaseg.engine.schedule import ScheduledOptimizer, build_optimizer
 @dataclass
 class MethodConfig:
     name: str = ""
+    # Name of this variant in reports (e.g. "source_only+aug"); defaults to ``name``.
+    label: str = ""
     # Cross-entropy normalisation: "all" divides by every pixel including ignored ones (mmseg
     # 0.16, what the DAFormer line trains with); "valid" divides by non-ignored pixels only.
     loss_norm: str = "all"
@@ -67,6 +69,8 @@ class Method(nn.Module):
     uses_target: ClassVar[bool] = True
     # Trainable networks that DDP wraps (teachers and frozen models never are).
     ddp_modules: ClassVar[tuple[str, ...]] = ("student",)
+    # Which network ``eval_network()`` returns, as recorded in eval.json.
+    eval_network_name: ClassVar[str] = "student"
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         super().__init__()

@@ -1,0 +1,307 @@
+"""``udaseg report RUN_DIR...``: results tables and pictures from run directories.
+
+Runs are grouped by (benchmark, evaluation set, method label, model); the seeds of a group are
+aggregated as **mean ± sample standard deviation** (ddof = 1; "±0.0" is printed for one seed with
+"n=1" beside it). Where a benchmark has a ``source_only`` and an ``oracle`` group, every method also
+gets the fraction of the source-only → oracle gap it closes:
+(mIoU − source-only) / (oracle − source-only), computed on the group means.
+
+Written: one Markdown file with a summary table per benchmark/evaluation set, a per-class IoU
+table, the provenance of every number (command, seeds, machine, wall time), and pictures beside it
+(per-class IoU bars, a confusion matrix per method, training curves). Nothing is measured here:
+every figure comes from the runs' ``eval.json`` and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from udaseg.errors import UdasegError
+
+
+@dataclass
+class Run:
+    path: Path
+    benchmark: str
+    label: str
+    model: str
+    seed: int
+    evals: list[dict]
+    metrics: list[dict]
+    env: dict
+    train_seconds: float | None
+
+
+@dataclass
+class Group:
+    benchmark: str
+    eval_name: str
+    label: str
+    model: str
+    runs: list[Run] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)  # one eval row per run
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def values(self, key: str) -> list[float]:
+        return [row[key] for row in self.results if row.get(key) is not None]
+
+    def mean(self, key: str) -> float | None:
+        vals = self.values(key)
+        return statistics.fmean(vals) if vals else None
+
+    def std(self, key: str) -> float | None:
+        vals = self.values(key)
+        return statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+
+    def class_mean(self, name: str) -> float | None:
+        vals = [row["per_class_iou"].get(name) for row in self.results]
+        vals = [v for v in vals if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+
+def method_label(cfg: dict) -> str:
+    method = cfg.get("method", {})
+    return method.get("label") or method.get("name", "?")
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    cfg_path, eval_path = path / "config.yaml", path / "eval.json"
+    if not cfg_path.exists():
+        raise UdasegError(f"{path}: not a run directory (no config.yaml)")
+    if not eval_path.exists():
+        raise UdasegError(f"{path}: the run has no eval.json (unfinished? resume it with udaseg train --resume)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    evaluation = json.loads(eval_path.read_text())
+    metrics = []
+    if (path / "metrics.jsonl").exists():
+        metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [m for m in metrics if "eval" not in m and "time" in m]
+    env = json.loads((path / "env.json").read_text()) if (path / "env.json").exists() else {}
+    return Run(path=path, benchmark=cfg["benchmark"]["name"], label=method_label(cfg), model=cfg["model"]["name"],
+               seed=int(cfg.get("seed", 0)), evals=evaluation.get("all") or [evaluation], metrics=metrics,
+               env=env, train_seconds=train_rows[-1]["time"] if train_rows else None)
+
+
+def expand_run_dirs(paths: list) -> list[Path]:
+    """Run directories among ``paths``: a path holding ``config.yaml`` is one; any other folder is
+    searched (recursively) for finished runs, so ``udaseg report runs/`` works."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "config.yaml").exists():
+            found.append(path)
+        elif path.is_dir():
+            inner = sorted(p.parent for p in path.rglob("eval.json") if (p.parent / "config.yaml").exists())
+            if not inner:
+                raise UdasegError(f"{path}: no run directory (with config.yaml and eval.json) in it")
+            found += inner
+        else:
+            raise UdasegError(f"{path}: not a folder")
+    return found
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        for row in run.evals:
+            key = (run.benchmark, row.get("name") or row.get("dataset", "?"), run.label, run.model)
+            group = groups.setdefault(key, Group(*key))
+            group.runs.append(run)
+            group.results.append(row)
+    for group in groups.values():
+        seeds = group.seeds
+        if len(set(seeds)) != len(seeds):
+            dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise UdasegError(f"{group.benchmark}/{group.label}/{group.model}: seed(s) {dupes} appear in more "
+                              f"than one run directory: {', '.join(str(r.path) for r in group.runs)}")
+    return list(groups.values())
+
+
+def _metric_keys(groups: list[Group]) -> list[str]:
+    keys: list[str] = []
+    for group in groups:
+        for row in group.results:
+            for key in row:
+                if key.startswith("mIoU") and key not in keys and row[key] is not None:
+                    keys.append(key)
+    order = {"mIoU19": 0, "mIoU16": 1, "mIoU13": 2, "mIoU7": 3}
+    return sorted(keys, key=lambda k: order.get(k, 9))
+
+
+def _fmt(mean: float | None, std: float | None, scale: float = 100.0) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+
+
+def _order(groups: list[Group]) -> list[Group]:
+    rank = {"source_only": 0, "oracle": 99}
+    return sorted(groups, key=lambda g: (rank.get(g.label, 50), g.label, g.model))
+
+
+def _gap_closed(group: Group, low: Group | None, high: Group | None, key: str) -> str:
+    if low is None or high is None:
+        return "–"
+    m, lo, hi = group.mean(key), low.mean(key), high.mean(key)
+    if m is None or lo is None or hi is None or hi - lo <= 1e-9:
+        return "–"
+    return f"{(m - lo) / (hi - lo) * 100:.0f}%"
+
+
+def write_report(run_dirs: list[Path], out: Path, title: str = "Results") -> Path:
+    runs = [load_run(p) for p in run_dirs]
+    if not runs:
+        raise UdasegError("no run directories given")
+    groups = group_runs(runs)
+    out = Path(out)
+    pictures = out.parent / f"{out.stem}_files"
+    pictures.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", "",
+             "Written by `udaseg report` from run directories; every number is the mean ± sample std "
+             "(ddof 1) over the seeds listed, evaluated on the final checkpoint of each run (no model "
+             "selection on target labels). mIoU in %.", ""]
+    by_bench: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for group in groups:
+        by_bench[(group.benchmark, group.eval_name)].append(group)
+
+    for (bench, eval_name), bench_groups in sorted(by_bench.items()):
+        bench_groups = _order(bench_groups)
+        keys = _metric_keys(bench_groups)
+        primary = bench_groups[0].results[0].get("metric") or (keys[0] if keys else "mIoU19")
+        keys = sorted(keys, key=lambda k: k != primary)  # the benchmark's headline first
+        low = next((g for g in bench_groups if g.label == "source_only"), None)
+        high = next((g for g in bench_groups if g.label == "oracle"), None)
+        lines += [f"## {bench} — evaluated on {eval_name}", ""]
+        header = ["method", "model", "seeds", *keys, f"gap closed ({primary})"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for g in bench_groups:
+            cells = [g.label, g.model, f"{len(g.results)} ({', '.join(map(str, sorted(g.seeds)))})",
+                     *[_fmt(g.mean(k), g.std(k)) for k in keys], _gap_closed(g, low, high, primary)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        classes = list(bench_groups[0].results[0]["per_class_iou"])
+        lines += [f"Per-class IoU (%, mean over seeds) on {eval_name}:", "",
+                  "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for g in bench_groups:
+            vals = [g.class_mean(c) for c in classes]
+            lines.append(f"| {g.label} | " + " | ".join("–" if v is None else f"{v * 100:.1f}" for v in vals) + " |")
+        lines.append("")
+        stem = f"{bench}_{eval_name}".replace("/", "_")
+        for picture in (_plot_per_class(bench_groups, classes, pictures / f"{stem}_per_class.png"),
+                        _plot_curves(bench_groups, pictures / f"{stem}_curves.png"),
+                        _plot_confusions(bench_groups, classes, pictures / f"{stem}_confusion.png")):
+            if picture is not None:
+                lines += [f"![{picture.stem}]({pictures.name}/{picture.name})", ""]
+        lines += ["Provenance:", ""]
+        for g in bench_groups:
+            times = [r.train_seconds for r in g.runs if r.train_seconds is not None]
+            env = g.runs[0].env
+            command = " ".join(env.get("command", [])) or "?"
+            where = (f"{env.get('device', '?')}, {env.get('cpu_threads', '?')} threads, torch {env.get('torch', '?')}, "
+                     f"world size {env.get('world_size', 1)}")
+            took = f"; median training time {statistics.median(times) / 60:.1f} min" if times else ""
+            lines.append(f"- {g.label} / {g.model}: seeds {sorted(g.seeds)}; `{command}` (seed varied); {where}{took}")
+        lines.append("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _legend(ax, **kw) -> None:
+    if any(not label.startswith("_") for label in ax.get_legend_handles_labels()[1]):
+        ax.legend(**kw)
+
+
+def _plot_per_class(groups: list[Group], classes: list[str], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(8, len(classes) * 0.7), 3.6))
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(classes))
+    for i, g in enumerate(groups):
+        vals = [g.class_mean(c) for c in classes]
+        ax.bar(x + i * width, [0 if v is None else v * 100 for v in vals], width, label=g.label)
+    ax.set_xticks(x + 0.4 - width / 2, classes, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    _legend(ax, fontsize=7, ncol=min(len(groups), 4))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_curves(groups: list[Group], path: Path) -> Path | None:
+    plt = _plt()
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.4))
+    drawn = False
+    for g in groups:
+        for i, run in enumerate(g.runs):
+            train = [m for m in run.metrics if "eval" not in m]
+            loss_keys = [k for k in (train[0] if train else {}) if k.startswith("loss")]
+            if train and loss_keys:
+                total = [sum(m.get(k, 0.0) for k in loss_keys) for m in train]
+                ax_loss.plot([m["iter"] for m in train], total, alpha=0.7, color=f"C{groups.index(g)}",
+                             label=g.label if i == 0 else None)
+                drawn = True
+            evals = [m for m in run.metrics if m.get("eval") == g.eval_name and "mIoU" in m]
+            if evals:
+                ax_miou.plot([m["iter"] for m in evals], [m["mIoU"] * 100 for m in evals], marker="o", ms=3,
+                             alpha=0.7, color=f"C{groups.index(g)}", label=g.label if i == 0 else None)
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax_loss.set_title("training loss (sum of terms)")
+    ax_loss.set_xlabel("iteration")
+    ax_miou.set_title("mIoU on the evaluation set (curves only)")
+    ax_miou.set_xlabel("iteration")
+    _legend(ax_loss, fontsize=7)
+    _legend(ax_miou, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Path | None:
+    mats = []
+    for g in groups:
+        conf = [np.asarray(row["confusion"], dtype=np.float64) for row in g.results if row.get("confusion")]
+        if conf:
+            mats.append((g.label, sum(conf)))
+    if not mats:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 4.2), squeeze=False)
+    for ax, (label, mat) in zip(axes[0], mats):
+        norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=5)
+        ax.set_yticks(range(len(classes)), classes, fontsize=5)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("ground truth", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
