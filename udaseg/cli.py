@@ -23,6 +23,17 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _pair(text: str) -> tuple[int, int]:
+    """AxB of positive integers (windows, strides, test scales)."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected AxB such as 512x512, got {text!r}") from None
+    if a < 1 or b < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both numbers must be positive")
+    return a, b
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
@@ -241,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset option (e.g. conditions=night, beta=0.02); repeatable")
     p.add_argument("--label-space", default=None, help="label space (default: the run's)")
     p.add_argument("--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the run's)")
-    p.add_argument("--window", type=_size, default=None, help="slide window HxW")
-    p.add_argument("--stride", type=_size, default=None, help="slide stride HxW")
-    p.add_argument("--test-scale", type=_size, default=None, metavar="LONGxSHORT",
+    p.add_argument("--window", type=_pair, default=None, help="slide window HxW")
+    p.add_argument("--stride", type=_pair, default=None, help="slide stride HxW")
+    p.add_argument("--test-scale", type=_pair, default=None, metavar="LONGxSHORT",
                    help="keep-ratio resize before inference, e.g. 1024x512")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--network", choices=("student", "teacher"), default="student",
@@ -267,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", action="append", choices=("color", "overlay", "trainid", "labelid"), default=None,
                    help="output format(s), repeatable (default: color)")
     p.add_argument("--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the run's)")
-    p.add_argument("--window", type=_size, default=None, help="slide window HxW")
-    p.add_argument("--stride", type=_size, default=None, help="slide stride HxW")
-    p.add_argument("--test-scale", type=_size, default=None, metavar="LONGxSHORT",
+    p.add_argument("--window", type=_pair, default=None, help="slide window HxW")
+    p.add_argument("--stride", type=_pair, default=None, help="slide stride HxW")
+    p.add_argument("--test-scale", type=_pair, default=None, metavar="LONGxSHORT",
                    help="keep-ratio resize before inference (default: the run's first validation set's)")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--network", choices=("student", "teacher"), default="student")

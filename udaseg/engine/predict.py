@@ -36,7 +36,7 @@ def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def _video_frames(path: Path, stride: int) -> Iterator[Frame]:

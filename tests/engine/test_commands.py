@@ -1,0 +1,140 @@
+"""The eval, predict, report and bench commands on a tiny finished run."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from udaseg import config as config_lib
+from udaseg.cli import main
+from udaseg.engine import trainer
+from udaseg.engine.checkpoint import load_network
+from udaseg.errors import UdasegError
+from udaseg.models.weights import CheckpointMismatchError
+
+
+def _val_images(minicity_small):
+    return sorted((minicity_small / "cityscapes" / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
+
+
+def test_eval_run_dir_reproduces_the_final_evaluation(tiny_run, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    assert main(["eval", str(tiny_run), "--out", str(out), "--quiet"]) == 0
+    assert "cityscapes_val" in capsys.readouterr().out
+    fresh, final = json.loads(out.read_text()), json.loads((tiny_run / "eval.json").read_text())
+    assert fresh["per_class_iou"] == final["per_class_iou"] and fresh["mIoU19"] == final["mIoU19"]
+    # The checkpoint file works as well as the run directory.
+    assert main(["eval", str(tiny_run / "checkpoints" / "last.pt"), "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["mIoU19"] == final["mIoU19"]
+
+
+def test_eval_on_another_dataset_with_slide_and_flip(tiny_run, minicity_small, tmp_path):
+    out = tmp_path / "acdc.json"
+    assert main(["eval", str(tiny_run), "--dataset", "acdc", "--root", str(minicity_small / "acdc"), "--split", "val",
+                 "--option", "conditions=[fog, night]", "--mode", "slide", "--window", "32x64", "--stride",
+                 "16x32", "--flip", "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert (result["dataset"], result["split"], result["mode"], result["flip"]) == ("acdc", "val", "slide", True)
+    assert result["window"] == [32, 64] and result["stride"] == [16, 32]
+    assert result["num_images"] == 4  # 2 fog + 2 night val images in the small MiniCity
+
+
+def test_eval_errors(tiny_run, tmp_path, capsys):
+    assert main(["eval", str(tiny_run), "--network", "teacher"]) == 2
+    assert "holds no 'teacher' network; it has: student" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a udaseg run directory" in capsys.readouterr().err
+    assert main(["eval", "--predictions", str(tmp_path)]) == 2
+    assert "--predictions needs --dataset and --root" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_model_lists_the_mismatched_keys(tiny_run, tmp_path):
+    other = tmp_path / "run"
+    shutil.copytree(tiny_run, other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["model"]["backbone_options"]["width"] = 12
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_network(other)
+    assert "shape mismatch" in str(err.value) and "backbone.stem.0.0.weight" in str(err.value)
+
+
+def test_predict_formats_folders_videos_and_bad_files(tiny_run, minicity_small, tmp_path, capsys):
+    images = _val_images(minicity_small)
+    out = tmp_path / "pred"
+    folder = minicity_small / "cityscapes" / "leftImg8bit" / "val"
+    assert main(["predict", str(tiny_run), str(images[0]), str(folder), "--out", str(out), "--format", "color",
+                 "--format", "labelid", "--format", "overlay", "--format", "trainid", "--quiet"]) == 0
+    stem = images[0].name.removesuffix("_leftImg8bit.png")
+    city = images[0].parent.name
+    for suffix, mode in (("_color", "RGB"), ("_overlay", "RGB"), ("_labelIds", "L"), ("_labelTrainIds", "L")):
+        with Image.open(out / f"{stem}{suffix}.png") as im:  # the single file, at the top
+            assert im.mode == mode and im.size == (128, 64)
+        assert (out / city / f"{stem}{suffix}.png").exists()  # the folder keeps its layout
+    with Image.open(out / f"{stem}_labelTrainIds.png") as im:
+        assert set(np.unique(np.array(im))) <= set(range(19))
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 64))
+    for i in range(3):
+        writer.write(np.full((64, 128, 3), 40 * i, np.uint8))
+    writer.release()
+    junk = tmp_path / "notes.png"
+    junk.write_text("not an image")
+    code = main(["predict", str(tiny_run), str(video), str(junk), "--out", str(tmp_path / "v"), "--quiet"])
+    assert code == 1  # one input failed …
+    assert f"skipped {junk}" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "v" / "clip").iterdir()) == [  # … the video still came out
+        "clip_000000_color.png", "clip_000001_color.png", "clip_000002_color.png"]
+
+
+def test_saved_labelid_predictions_score_like_the_run(tiny_run, minicity_small, tmp_path):
+    folder = minicity_small / "cityscapes" / "leftImg8bit" / "val"
+    assert main(["predict", str(tiny_run), str(folder), "--out", str(tmp_path / "p"), "--format", "labelid",
+                 "--quiet"]) == 0
+    out = tmp_path / "scored.json"
+    assert main(["eval", "--predictions", str(tmp_path / "p"), "--pred-format", "labelid", "--dataset", "cityscapes",
+                 "--root", str(minicity_small / "cityscapes"), "--split", "val", "--out", str(out), "--quiet"]) == 0
+    scored, final = json.loads(out.read_text()), json.loads((tiny_run / "eval.json").read_text())
+    for name, iou in final["per_class_iou"].items():
+        assert scored["per_class_iou"][name] == pytest.approx(iou, abs=1e-12) or (iou is None and scored[
+            "per_class_iou"][name] in (None, 0.0))
+    assert scored["mode"] == "predictions"
+
+
+def test_report_over_seeds(tiny_run, tiny_train_args, tmp_path):
+    other = tmp_path / "runs" / "s1"
+    trainer.train(config_lib.compose(tiny_train_args(iters=2, seed=1)), other, progress=False)
+    shutil.copytree(tiny_run, tmp_path / "runs" / "s0")
+    out = tmp_path / "report.md"
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--title", "Tiny"]) == 0
+    text = out.read_text()
+    a, b = (json.loads((tmp_path / "runs" / s / "eval.json").read_text())["mIoU19"] for s in ("s0", "s1"))
+    mean, std = np.mean([a, b]) * 100, np.std([a, b], ddof=1) * 100
+    assert f"{mean:.1f} ± {std:.1f}" in text and "2 (0, 1)" in text
+    assert len(list((tmp_path / "report_files").glob("*.png"))) == 3
+    with pytest.raises(UdasegError, match="seed"):  # the same seed twice is a mistake, not a sample
+        from udaseg.report import write_report
+
+        write_report([tmp_path / "runs" / "s0", tiny_run], tmp_path / "x.md")
+
+
+def test_bench_reports_step_time_memory_and_ratio(tiny_train_args, tmp_path, capsys):
+    configs = [" ".join(map(shlex.quote, tiny_train_args(method=m))) for m in ("source_only", "oracle")]
+    out = tmp_path / "bench.json"
+    assert main(["bench", *configs, "--steps", "2", "--warmup", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "source_only" in printed and "oracle" in printed
+    results = json.loads(out.read_text())["results"]
+    assert [r["method"] for r in results] == ["source_only", "oracle"]
+    for r in results:
+        assert r["step_s"] > 0 and r["peak_mem_mib"] > 0 and r["crop"] == [32, 64] and r["batch_size"] == 2
+    assert results[0]["ratio"] == 1.0 and results[1]["ratio"] == pytest.approx(
+        results[1]["step_s"] / results[0]["step_s"])
