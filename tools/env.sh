@@ -15,8 +15,15 @@ if [[ ! -f "$UDASEG_VENV/.complete" ]]; then
     "$UDASEG_VENV/bin/python" -m pip install -q -r "$_udaseg_root/requirements.txt"
     touch "$UDASEG_VENV/.complete"
 fi
-# The package itself is installed editable from this clone every time (a second or two).
-"$UDASEG_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_udaseg_root" >/dev/null
+# The package itself is installed editable from this clone (skipped when the venv already points here).
+_udaseg_at="$(cd / && "$UDASEG_VENV/bin/python" -c 'import udaseg, os; print(os.path.dirname(os.path.dirname(os.path.realpath(udaseg.__file__))))' 2>/dev/null || true)"
+if [[ "$_udaseg_at" != "$(realpath "$_udaseg_root")" || ! -x "$UDASEG_VENV/bin/udaseg" ]]; then
+    if ! _udaseg_log="$("$UDASEG_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_udaseg_root" 2>&1)"; then
+        echo "$_udaseg_log" >&2
+        echo "[udaseg] installing the package from $_udaseg_root failed" >&2
+        return 1 2>/dev/null || exit 1
+    fi
+fi
 export PATH="$UDASEG_VENV/bin:$PATH"
 export VIRTUAL_ENV="$UDASEG_VENV"
 set +euo pipefail
