@@ -36,17 +36,19 @@ def _train_or_reuse(args: list[str], run_dir: Path) -> dict:
     return trainer.train(cfg, run_dir, resume=resume)
 
 
-def run_demo(out: Path, data: Path) -> int:
+def run_demo(out: Path, data: Path, *, scale: str = "default", size: tuple[int, int] | None = None,
+             overrides: tuple[str, ...] = ()) -> int:
+    """The demo; ``scale``, ``size`` and ``overrides`` (config ``key=value``) exist for tests."""
     from udaseg.data.minicity import generate
     from udaseg.report import write_report
 
     start = time.time()
-    summary = generate(data, scale="default")
+    summary = generate(data, scale=scale, size=size)
     print(summary.describe())
     finals = {}
     for method in METHODS:
         args = ["minicity_cpu", f"benchmark={BENCHMARK}", f"method={method}", f"seed={SEED}",
-                f"data_root={data}"]
+                f"data_root={data}", *overrides]
         finals[method] = _train_or_reuse(args, out / BENCHMARK / f"{method}_s{SEED}")
     report = write_report([out / BENCHMARK / f"{m}_s{SEED}" for m in METHODS], out / "report.md",
                           title="udaseg demo: MiniCity GTA → Cityscapes")
