@@ -228,3 +228,13 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path, tiny_train_args):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert strip(_rows(straight)) == strip(_rows(killed))  # no duplicated or missing rows
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, tiny_train_args, precision):
+    cfg = config_lib.compose(tiny_train_args(iters=2, precision=precision, **{"schedule.grad_clip": 1.0}))
+    final = trainer.train(cfg, tmp_path / "r", progress=False)
+    rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
+    assert all(np.isfinite(r["loss_seg"]) for r in rows) and final["mIoU19"] is not None
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert state["method"]["scaler"] or precision == "bf16"  # fp16 keeps its loss-scale state

@@ -79,7 +79,7 @@ class Method(nn.Module):
         self.cfg = cfg
         self.ctx = ctx
         self.optimizers: dict[str, ScheduledOptimizer] = {}
-        self.scaler = torch.amp.GradScaler(enabled=ctx.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16")
         self._ddp: dict[str, nn.Module] = {}
 
     # -- the algorithm ---------------------------------------------------------------------
