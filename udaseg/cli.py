@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
         epilog="examples:\n"
                "  udaseg bench                                   # the shipped benchmark set\n"
-               "  udaseg bench 'method=source_only model=minicity_cnn' 'method=oracle model=minicity_cnn'\n"
+               "  udaseg bench 'minicity_cpu benchmark=minicity_gta2cs method=source_only' \\\n"
+               "               'minicity_cpu benchmark=minicity_gta2cs method=oracle'\n"
                "  udaseg bench --preset cpu --steps 10 --out bench.json")
     p.add_argument("configs", nargs="*", metavar="CONFIG",
                    help="each a quoted list of config arguments (experiment files and key=value); "

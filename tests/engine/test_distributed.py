@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,3 +45,19 @@ def _ignored_pixels(tiny_train_args) -> int:
     cfg = config_lib.compose(tiny_train_args())
     dataset = build_dataset(cfg.benchmark.val[0], cfg.data_root, cfg.benchmark.label_space)
     return sum(int((dataset[i]["label"] == 255).sum()) for i in range(len(dataset)))
+
+
+def test_grad_sync_false_accumulates_locally_and_the_last_pass_all_reduces(tmp_path):
+    worker = Path(__file__).with_name("ddp_sync_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    g = [torch.load(tmp_path / f"grads{r}.pt") for r in (0, 1)]
+    # d(sum(Wx))/dW = column sums of x: 4·(r+1) per entry after the first pass, on each rank alone.
+    for r in (0, 1):
+        assert torch.allclose(g[r]["local"], torch.full((2, 3), 4.0 * (r + 1)))
+    # The second pass (x doubled) all-reduces the accumulated gradients: the mean over ranks of
+    # 4(r+1) + 8(r+1) = 12(r+1), i.e. 18, on both ranks.
+    for r in (0, 1):
+        assert torch.allclose(g[r]["synced"], torch.full((2, 3), 18.0))

@@ -54,13 +54,22 @@ SOURCE_STREAM, TARGET_STREAM = 0, 1
 # ---------------------------------------------------------------------------------------------
 # Set-up helpers
 def pick_device(name: str) -> torch.device:
+    """``auto`` (the local rank's GPU, else the CPU), ``cpu``, ``cuda`` (the local rank's GPU) or
+    ``cuda:N`` (one process only: several processes on one GPU is a mistake)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank())
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"'device' must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist.local_rank())
+    elif device.type == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError(f"device={name} under torchrun would put every process on GPU {device.index}; "
+                          "use device=cuda (or auto): each process takes the GPU of its LOCAL_RANK, and "
+                          "CUDA_VISIBLE_DEVICES chooses the GPUs")
     return device
 
 
@@ -347,7 +356,12 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
                         label_space=get_label_space(label_space), device=device, precision=cfg.precision)
     method = create_method(cfg.method, ctx).to(device)
     start_iter, elapsed_before = 0, 0.0
-    if resume and last_checkpoint(run_dir).exists():
+    # Rank 0 decides whether there is a checkpoint; every rank then reads it, so under several
+    # nodes the run directory must be on a filesystem they share (a clear error otherwise).
+    if dist.broadcast_object(resume and last_checkpoint(run_dir).exists()):
+        if not last_checkpoint(run_dir).exists():
+            raise UdasegError(f"rank {dist.rank()} cannot see {last_checkpoint(run_dir)}: the run directory must be "
+                              "on a filesystem shared by every node")
         state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
         method.load_checkpoint_state(state["method"])
         start_iter, elapsed_before = state["iter"], state.get("elapsed", 0.0)

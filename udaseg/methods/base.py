@@ -11,8 +11,10 @@ Inside ``train_step`` a method calls, in plain sight:
 
 * ``self.net("student")`` — the DDP-wrapped student under torchrun, the student otherwise;
 * ``with self.autocast():`` around forward passes (bf16/fp16 when configured);
-* ``self.backward(loss, sync=...)`` — every backward but the last of an iteration passes
-  ``sync=False`` so that DDP all-reduces the accumulated gradients once (``no_sync``);
+* ``self.backward(loss)`` — scaled backward (fp16) or plain backward;
+* ``with self.grad_sync(False):`` around the forward **and** backward of every pass but the last
+  of an iteration, so that DDP all-reduces the accumulated gradients once (DDP decides during
+  the forward whether the next backward synchronises, so the forward must be inside);
 * ``self.step("main")`` — unscale (fp16), clip (``schedule.grad_clip``), step, zero the grads.
 
 Batches are dicts of tensors on the device: ``img`` uint8 [B,3,H,W], ``label`` int64 [B,H,W]
@@ -111,12 +113,19 @@ class Method(nn.Module):
         dtype = torch.bfloat16 if self.ctx.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.ctx.device.type, dtype=dtype)
 
-    def backward(self, loss: torch.Tensor, *, sync: bool = True) -> None:
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    @contextlib.contextmanager
+    def grad_sync(self, enabled: bool = True):
+        """``grad_sync(False)``: the DDP wrappers' ``no_sync()`` — wrap the forward and backward
+        of a pass whose gradients are only accumulated; the last pass of the iteration runs
+        outside it and all-reduces everything once. A no-op without DDP."""
         with contextlib.ExitStack() as stack:
-            if not sync:
+            if not enabled:
                 for wrapper in self._ddp.values():
                     stack.enter_context(wrapper.no_sync())
-            self.scaler.scale(loss).backward()
+            yield
 
     def step(self, name: str = "main") -> None:
         opt = self.optimizers[name]
