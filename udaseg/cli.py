@@ -13,25 +13,20 @@ DATASET_NAMES = ("gta5", "synthia", "cityscapes", "cityscapes_foggy", "cityscape
                  "darkzurich", "mapillary", "custom")
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 256x512, got {text!r}") from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small (minimum 32x32)")
-    return h, w
-
-
-def _pair(text: str) -> tuple[int, int]:
-    """AxB of positive integers (windows, strides, test scales)."""
+def _pair(text: str, minimum: int = 1, example: str = "512x512") -> tuple[int, int]:
+    """AxB of integers ≥ ``minimum`` (windows, strides, test scales; image sizes)."""
     try:
         a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected AxB such as 512x512, got {text!r}") from None
-    if a < 1 or b < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: both numbers must be positive")
+        raise argparse.ArgumentTypeError(f"expected AxB such as {example}, got {text!r}") from None
+    if a < minimum or b < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small (minimum {minimum}x{minimum})")
     return a, b
+
+
+def _size(text: str) -> tuple[int, int]:
+    """An image size HxW for MiniCity (at least 32x32)."""
+    return _pair(text, minimum=32, example="256x512")
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
