@@ -47,9 +47,9 @@ def test_run_directory_contract(tmp_path, tiny_train_args):
     train_rows = [r for r in rows if "eval" not in r]
     assert [r["iter"] for r in train_rows] == [1, 2, 3, 4]
     assert all({"iter", "lr", "loss_seg", "time"} <= set(r) for r in train_rows)
-    # schedule=minicity: lr(0) = 1e-3 · (1 − 0/4) · 1e-6 (warmup from ratio 1e-6 over 2 iterations)
-    assert train_rows[0]["lr"] == pytest.approx(1e-3 * 1e-6)
-    assert train_rows[2]["lr"] == pytest.approx(1e-3 * (1 - 2 / 4))
+    # schedule=minicity: lr(0) = 6e-3 · (1 − 0/4) · 1e-6 (warmup from ratio 1e-6 over 2 iterations)
+    assert train_rows[0]["lr"] == pytest.approx(6e-3 * 1e-6)
+    assert train_rows[2]["lr"] == pytest.approx(6e-3 * (1 - 2 / 4))
     evals = [r for r in rows if "eval" in r]
     assert len(evals) == 1 and evals[0]["final"] and evals[0]["eval"] == "cityscapes_val"
     assert set(evals[0]["per_class_iou"]) == set(CLASSES) and "mIoU" in evals[0]
@@ -189,7 +189,7 @@ def test_resume_refuses_a_different_config_unless_forced(tmp_path, tiny_train_ar
     args = tiny_train_args(iters=2) + ["schedule.lr=0.5"]
     with pytest.raises(ConfigError) as err:
         trainer.train(config_lib.compose(args), run, resume=True, cli_args=args, progress=False)
-    assert "schedule.lr: 0.001 → 0.5" in str(err.value) and "--force" in str(err.value)
+    assert "schedule.lr: 0.006 → 0.5" in str(err.value) and "--force" in str(err.value)
     trainer.train(config_lib.compose(args), run, resume=True, force=True, cli_args=args, progress=False)
     assert yaml.safe_load((run / "config.yaml").read_text())["schedule"]["lr"] == 0.5
 
