@@ -103,6 +103,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _command_line() -> list[str]:
+    """``sys.argv`` with the entry point shown as ``udaseg`` (console script or ``python -m``)."""
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    head = ["udaseg"] if program in ("udaseg", "__main__.py") else sys.argv[:1]
+    return head + sys.argv[1:]
+
+
 def environment(cfg: DictConfig, device: torch.device) -> dict:
     commit = None
     try:
@@ -115,7 +122,7 @@ def environment(cfg: DictConfig, device: torch.device) -> dict:
         "git_commit": commit, "platform": platform.platform(), "hostname": platform.node(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "world_size": dist.world_size(), "cpu_threads": torch.get_num_threads(),
-        "seed": cfg.seed, "command": sys.argv, "precision": cfg.precision,
+        "seed": cfg.seed, "command": _command_line(), "precision": cfg.precision,
     }
 
 
