@@ -139,6 +139,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
+    diagnostics: bool = True  # pseudo-label accuracy vs the target's labels, logged only (needs labels)
     workers: int = 2  # dataloader workers per process
     threads: int = 0  # torch CPU threads per process (0 = torch default)
 

@@ -76,6 +76,8 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
         raise UdasegError(f"{ckpt_path} is not a udaseg training checkpoint (no method state)")
     prefix = f"{network}."
     weights = {k[len(prefix):]: v for k, v in modules.items() if k.startswith(prefix)}
+    if weights and all(k.startswith("model.") for k in weights):  # a wrapper such as EMATeacher
+        weights = {k[len("model."):]: v for k, v in weights.items()}
     if not weights:
         present = sorted({k.split(".", 1)[0] for k in modules})
         raise UdasegError(f"{ckpt_path} holds no {network!r} network; it has: {', '.join(present)}")

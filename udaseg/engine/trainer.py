@@ -396,13 +396,15 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
     count, t0 = 0, time.time() - elapsed_before
     for it in range(start_iter, cfg.iters):
         source = to_device(next(src_iter), device)
-        target = None
+        target, target_label = None, None
         if tgt_iter is not None:
             target = to_device(next(tgt_iter), device)
-            target.pop("label", None)  # never train on target labels
+            target_label = target.pop("label", None)  # never train on target labels
         method.train()
         method.set_iteration(it)
         losses = method.train_step(source, target, it)
+        if cfg.diagnostics and target_label is not None:
+            method.observe_target_labels(target_label)  # for the logs only, after the step
 
         values = {k: float(v) for k, v in losses.items()}
         if not _all_finite(values, device):
@@ -420,7 +422,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
                 bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in values.items()})
         if done % cfg.log_every == 0 or done == cfg.iters:
             logger.log({"iter": done, "lr": method.lr, **{k: v / count for k, v in sums.items()},
-                        "time": round(time.time() - t0, 3)})
+                        **method.diagnostics_row(), "time": round(time.time() - t0, 3)})
             sums, count = {}, 0
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.iters:
             for row in evaluate_all(method, cfg, val_sets, device, done):  # curves only, never selection

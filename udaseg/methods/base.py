@@ -174,6 +174,16 @@ class Method(nn.Module):
         self.scaler.load_state_dict(state["scaler"])
         self.load_extra_state(state.get("extra", {}))
 
+    # -- diagnostics (plots only; never a loss) ---------------------------------------------
+    def observe_target_labels(self, label: torch.Tensor) -> None:
+        """Called by the trainer *after* ``train_step`` with the target batch's labels when
+        ``diagnostics`` is on and the target split has labels: a method may compare its
+        pseudo-labels with them for the logs. Labels never reach ``train_step``."""
+
+    def diagnostics_row(self) -> dict:
+        """Extra entries of the next ``metrics.jsonl`` row (and reset what was accumulated)."""
+        return {}
+
     def extra_state(self) -> dict:
         """Non-tensor state a method keeps between iterations (counters, queues)."""
         return {}

@@ -116,5 +116,9 @@ class EncoderDecoder(nn.Module):
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.decode_head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.extract_features(x))
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits at the head's stride; with ``return_features`` also the backbone stages (for
+        losses on features, e.g. DAFormer's feature distance, through a DDP wrapper)."""
+        features = self.extract_features(x)
+        logits = self.decode(features)
+        return (logits, features) if return_features else logits

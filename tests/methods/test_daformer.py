@@ -1,0 +1,78 @@
+"""DAFormer end to end on a tiny MiniCity, and the order of one iteration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from udaseg import config as config_lib
+from udaseg.engine import trainer
+from udaseg.engine.checkpoint import load_checkpoint, load_network
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_daformer_trains_logs_diagnostics_and_saves_the_teacher(tmp_path, tiny_train_args):
+    run = tmp_path / "r"
+    args = tiny_train_args("daformer_minicity", iters=3, **{"method.pseudo_ignore_bottom": 4})
+    final = trainer.train(config_lib.compose(args), run, progress=False)
+    assert final["network"] == "student"
+    rows = [r for r in _rows(run) if "eval" not in r]
+    assert {"loss_src", "loss_mix", "pseudo_weight", "pl_acc", "pl_precision"} <= set(rows[0])
+    assert 0.0 <= rows[0]["pseudo_weight"] <= 1.0 and 0.0 <= rows[0]["pl_acc"] <= 1.0
+    assert set(rows[0]["pl_precision"]) == set(final["per_class_iou"])
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["method"]["modules"]
+    assert any(k.startswith("teacher.model.") for k in state) and not any(k.startswith("imnet") for k in state)
+    teacher, _ = load_network(run, "teacher")  # udaseg eval --network teacher works
+    student, _ = load_network(run, "student")
+    assert not all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values()))
+
+
+def test_diagnostics_off(tmp_path, tiny_train_args):
+    run = tmp_path / "r"
+    trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=2, diagnostics=False)), run,
+                  progress=False)
+    assert "pl_acc" not in _rows(run)[0] and "pseudo_weight" in _rows(run)[0]
+
+
+def test_feature_distance_runs_against_the_initial_backbone(tmp_path, tiny_train_args):
+    run = tmp_path / "r"
+    args = tiny_train_args("daformer", iters=2, **{"method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 0,
+                                                   "method.fd_classes": "null"})
+    trainer.train(config_lib.compose(args), run, progress=False)
+    rows = [r for r in _rows(run) if "eval" not in r]
+    # λ·mean distance (BatchNorm in train mode vs the frozen copy's eval mode already differ at t = 0).
+    assert all(0.0 < r["loss_fd"] < 1.0 for r in rows)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["method"]["modules"]
+    assert any(k.startswith("imnet_backbone.") for k in state)
+
+
+def test_teacher_stays_identical_across_ddp_ranks(tmp_path, tiny_train_args):
+    worker = Path(__file__).with_name("ddp_teacher_worker.py")
+    args = tiny_train_args("daformer_minicity", iters=3, **{"method.pseudo_ignore_bottom": 4})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(worker), str(tmp_path), json.dumps(args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    t0, t1 = (torch.load(tmp_path / f"teacher{r}.pt") for r in (0, 1))
+    assert t0.keys() == t1.keys()
+    for k in t0:
+        if "running" not in k and "num_batches" not in k:  # BN statistics are per rank (target batches)
+            assert torch.equal(t0[k], t1[k]), k
+    s0 = torch.load(tmp_path / "student0.pt")
+    assert not all(torch.equal(t0[k], s0[k]) for k in t0)
+
+
+@pytest.mark.parametrize("mode", ["per_image"])
+def test_per_image_classmix_switch(tmp_path, tiny_train_args, mode):
+    trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=1, **{"method.mix_classes": mode})),
+                  tmp_path / "r", progress=False)

@@ -1,0 +1,175 @@
+"""DAFormer's self-training (Hoyer et al., "DAFormer: Improving Network Architectures and Training
+Strategies for Domain-Adaptive Semantic Segmentation", CVPR 2022), on DACS (Tranheden et al.,
+WACV 2021). Spec: ``shared/specs/daformer_hrda_mic.md`` §0–§4.
+
+One iteration ``t``:
+
+1. **EMA teacher** update from the student of step t − 1 (a copy at t = 0), before any forward:
+   θ_T ← α_t θ_T + (1 − α_t) θ_S, α_t = min(1 − 1/(t+1), 0.999), parameters only.
+2. **Source loss**: student on the source crops, cross-entropy against their labels; plus the
+   thing-class **ImageNet feature distance** λ_FD·L_FD on the last backbone stage against a frozen
+   copy of the initial backbone (λ_FD = 0.005; skipped where no feature cell is a thing class).
+   One backward for both (the reference retains the graph and calls backward twice: the same
+   gradient). Under DDP this pass only accumulates (``grad_sync(False)``).
+3. **Pseudo-labels**: the teacher on the *un-augmented* target crops (dropout/drop-path off,
+   BatchNorm in train mode as in the reference); arg-max of the softmax; one weight per batch,
+   the fraction of pixels with confidence ≥ 0.968; the top 15 and bottom 120 rows of the crop
+   weigh 0 ("v1" pseudo-label crop).
+4. **ClassMix**: half of the source classes (⌈n/2⌉, drawn per sample from the classes of the
+   *whole batch* — the reference's choice, ``mix_classes=per_image`` for DACS's) pasted onto the
+   target; mixed label and weight (1 on source pixels).
+5. **Strong augmentation** of the mixed images: colour jitter (p 0.8, kornia-0.5 semantics) and
+   Gaussian blur (p 0.5), batch-wide draws, per-sample parameters.
+6. **Mixed loss**: the student on the augmented mixed images, pixel-weighted cross-entropy;
+   backward (all-reduces the accumulated gradients under DDP).
+7. One optimizer step (AdamW, head lr ×10, warmup + poly; the schedule group).
+
+Reference quirks as switches (defaults = reference): ``loss_norm`` ("all": CE averaged over every
+pixel, ignored ones included), ``teacher_bn`` ("train"), ``mix_classes`` ("batch"). The student
+is evaluated (DAFormer #23). Rare class sampling is a property of the source stream
+(``benchmark.source.rcs``); the shipped DAFormer experiments switch it on.
+
+With ``diagnostics`` on (the trainer's ``diagnostics=true``, only where the target training split
+has labels), the trainer shows the method the target labels **after** ``train_step`` so that it
+can log the pseudo-labels' accuracy and per-class precision; they never reach a loss.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from udaseg.methods import register_method
+from udaseg.methods.augment import photometric_augment
+from udaseg.methods.base import Method, MethodConfig, MethodContext
+from udaseg.methods.feature_distance import THING_CLASSES, feature_distance
+from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
+from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
+from udaseg.methods.teacher import EMATeacher
+
+
+@dataclass
+class DAFormerConfig(MethodConfig):
+    name: str = "daformer"
+    ema_alpha: float = 0.999
+    teacher_bn: str = "train"  # train (reference) | eval
+    pseudo_threshold: Optional[float] = 0.968  # None: weight 1
+    pseudo_ignore_top: int = 15  # rows of the target crop with weight 0 (v1 crop)
+    pseudo_ignore_bottom: int = 120
+    mix_classes: str = "batch"  # batch (reference) | per_image (DACS)
+    color_jitter_p: float = 0.8
+    color_jitter_strength: float = 0.2
+    blur: bool = True
+    fd_lambda: float = 0.005  # 0 turns the ImageNet feature distance off
+    fd_classes: Optional[list[int]] = field(default_factory=lambda: list(THING_CLASSES))  # None: every cell
+    fd_scale_min_ratio: float = 0.75
+
+
+@register_method("daformer")
+class DAFormer(Method):
+    Config = DAFormerConfig
+
+    def __init__(self, cfg: DAFormerConfig, ctx: MethodContext):
+        super().__init__(cfg, ctx)
+        from udaseg.models import create_model
+
+        if cfg.mix_classes not in MIX_CLASS_MODES:
+            raise ValueError(f"method.mix_classes must be one of {MIX_CLASS_MODES}, got {cfg.mix_classes!r}")
+        self.student = create_model(ctx.model_cfg, num_classes=ctx.num_classes)
+        self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
+        self.imnet_backbone = None
+        if cfg.fd_lambda > 0:
+            # The frozen "ImageNet model": the student's backbone as initialised (pretrained weights).
+            self.imnet_backbone = copy.deepcopy(self.student.backbone).eval()
+            for p in self.imnet_backbone.parameters():
+                p.requires_grad_(False)
+        self.optimizers["main"] = self.build_student_optimizer()
+        self._diag_confusion = torch.zeros(ctx.num_classes, ctx.num_classes, dtype=torch.int64)
+        self._last_pseudo: tuple | None = None
+        self._weights: list[float] = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.imnet_backbone is not None:
+            self.imnet_backbone.eval()  # always frozen, BatchNorm included
+        return self
+
+    # -- the algorithm ---------------------------------------------------------------------
+    def train_step(self, source, target, it):
+        cfg = self.cfg
+        self.teacher.update(self.student, it)  # 1.
+        src_img = self.student.normalize(source["img"])
+        tgt_img = self.student.normalize(target["img"])
+        losses = {}
+
+        with self.grad_sync(False):  # 2.
+            with self.autocast():
+                src_logits, src_feats = self.net("student")(src_img, return_features=True)
+            loss = losses["loss_src"] = seg_cross_entropy(src_logits, source["label"], norm=cfg.loss_norm)
+            if self.imnet_backbone is not None:
+                loss_fd = self.feature_distance_loss(src_img, src_feats[-1], source["label"])
+                if loss_fd is not None:
+                    loss = loss + loss_fd
+                    losses["loss_fd"] = loss_fd
+            self.backward(loss)
+
+        with self.autocast():  # 3.
+            tgt_logits = self.teacher.predict(tgt_img)
+        pl_label, pl_weight, confidence = pseudo_label(tgt_logits, tgt_img.shape[-2:], cfg.pseudo_threshold)
+        pl_weight = crop_pseudo_weight(pl_weight, cfg.pseudo_ignore_top, cfg.pseudo_ignore_bottom)
+
+        masks = class_masks(source["label"], cfg.mix_classes)  # 4.
+        mixed_img = mix(masks, src_img, tgt_img)
+        mixed_label = mix(masks, source["label"], pl_label)
+        mixed_weight = mix(masks, torch.ones_like(pl_weight), pl_weight)
+        mixed_img = photometric_augment(mixed_img, self.student.normalize, self.student.denormalize,  # 5.
+                                        jitter_p=cfg.color_jitter_p, jitter_strength=cfg.color_jitter_strength,
+                                        blur=cfg.blur)
+
+        with self.autocast():  # 6.
+            mix_logits = self.net("student")(mixed_img)
+        loss_mix = seg_cross_entropy(mix_logits, mixed_label, weight=mixed_weight, norm=cfg.loss_norm)
+        self.backward(loss_mix)
+        self.step("main")  # 7.
+
+        losses["loss_mix"] = loss_mix
+        self._last_pseudo = (pl_label, confidence)
+        self._weights.append(float(pl_weight.max()))
+        return {k: v.detach() for k, v in losses.items()}
+
+    def feature_distance_loss(self, src_img, student_feat, label):
+        with torch.no_grad(), self.autocast():
+            imnet_feat = self.imnet_backbone(src_img)[-1]
+        distance = feature_distance(student_feat, imnet_feat, label, self.ctx.num_classes,
+                                    classes=tuple(self.cfg.fd_classes) if self.cfg.fd_classes is not None else None,
+                                    min_ratio=self.cfg.fd_scale_min_ratio)
+        return None if distance is None else self.cfg.fd_lambda * distance
+
+    # -- diagnostics (plots only) ----------------------------------------------------------
+    def observe_target_labels(self, label: torch.Tensor) -> None:
+        """Count the last pseudo-labels against the target's true labels (never used in a loss)."""
+        if self._last_pseudo is None:
+            return
+        pred = self._last_pseudo[0]
+        valid = label != 255
+        n = self.ctx.num_classes
+        counts = torch.bincount(label[valid] * n + pred[valid], minlength=n * n)
+        self._diag_confusion += counts.reshape(n, n).cpu()
+
+    def diagnostics_row(self) -> dict:
+        row = {}
+        if self._weights:
+            row["pseudo_weight"] = sum(self._weights) / len(self._weights)
+            self._weights = []
+        conf = self._diag_confusion
+        if int(conf.sum()):
+            row["pl_acc"] = float(conf.diag().sum() / conf.sum())
+            predicted = conf.sum(dim=0)
+            row["pl_precision"] = {name: (float(conf[i, i] / predicted[i]) if predicted[i] else None)
+                                   for i, name in enumerate(self.ctx.label_space.classes)}
+            self._diag_confusion = torch.zeros_like(conf)
+        return row

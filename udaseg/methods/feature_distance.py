@@ -1,0 +1,53 @@
+"""Thing-class ImageNet feature distance (DAFormer spec §3).
+
+L_FD = λ · mean over selected cells of ‖F_student(p) − F_ImageNet(p)‖₂, on the **last backbone
+stage** of the source images, against a frozen copy of the initial (ImageNet-pretrained) backbone.
+The cells are selected at feature resolution by :func:`downscale_label_ratio`: the label is
+one-hot encoded (255 as an extra class), average-pooled with kernel = stride = s (label width //
+feature width); each cell takes its majority class, and becomes ignore when the majority is below
+``min_ratio`` (0.75) or is the ignore class. Cells whose class is a "thing" class are kept.
+Where no cell qualifies the term is **skipped** (a zero with no gradient), not NaN as in the
+reference logs (DAFormer #11, #17).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from udaseg.data.catalog import IGNORE_INDEX
+
+# traffic light, traffic sign, person, rider, car, truck, bus, train, motorcycle, bicycle
+THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
+
+
+def downscale_label_ratio(label: torch.Tensor, scale: int, min_ratio: float, num_classes: int,
+                          ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Majority label per ``scale``×``scale`` cell of ``label`` [B,H,W] → [B,H//s,W//s]."""
+    if scale < 1:
+        raise ValueError(f"scale must be ≥ 1, got {scale}")
+    x = label.clone()
+    x[x == ignore_index] = num_classes
+    one_hot = F.one_hot(x, num_classes + 1).permute(0, 3, 1, 2).float()
+    pooled = F.avg_pool2d(one_hot, kernel_size=scale)
+    ratio, out = pooled.max(dim=1)
+    out[out == num_classes] = ignore_index
+    out[ratio < min_ratio] = ignore_index
+    return out
+
+
+def feature_distance(student_feat: torch.Tensor, imnet_feat: torch.Tensor, label: torch.Tensor,
+                     num_classes: int, classes: tuple[int, ...] | None = THING_CLASSES,
+                     min_ratio: float = 0.75) -> torch.Tensor | None:
+    """Mean ‖F_s − F_imnet‖₂ over the cells of ``classes`` (all cells if ``classes`` is None);
+    None when no cell qualifies."""
+    distance = torch.norm(student_feat.float() - imnet_feat.float(), p=2, dim=1)  # [B, h, w]
+    if classes is None:
+        return distance.mean()
+    scale = label.shape[-1] // student_feat.shape[-1]
+    cells = downscale_label_ratio(label, scale, min_ratio, num_classes)
+    cells = cells[:, : distance.shape[1], : distance.shape[2]]
+    mask = torch.isin(cells, torch.tensor(classes, device=cells.device))
+    if not bool(mask.any()):
+        return None
+    return distance[mask].mean()
