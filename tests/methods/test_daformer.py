@@ -38,7 +38,7 @@ def test_daformer_trains_logs_diagnostics_and_saves_the_teacher(tmp_path, tiny_t
 
 def test_diagnostics_off(tmp_path, tiny_train_args):
     run = tmp_path / "r"
-    trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=2, diagnostics=False)), run,
+    trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=2, diagnostics=False, **{"method.pseudo_ignore_bottom": 4})), run,
                   progress=False)
     assert "pl_acc" not in _rows(run)[0] and "pseudo_weight" in _rows(run)[0]
 
@@ -74,5 +74,22 @@ def test_teacher_stays_identical_across_ddp_ranks(tmp_path, tiny_train_args):
 
 @pytest.mark.parametrize("mode", ["per_image"])
 def test_per_image_classmix_switch(tmp_path, tiny_train_args, mode):
-    trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=1, **{"method.mix_classes": mode})),
-                  tmp_path / "r", progress=False)
+    args = tiny_train_args("daformer_minicity", iters=1, **{"method.mix_classes": mode, "method.pseudo_ignore_top": 0,
+                                                            "method.pseudo_ignore_bottom": 4})
+    trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
+
+
+def test_pseudo_label_crop_larger_than_the_crop_is_an_error(tmp_path, tiny_train_args):
+    with pytest.raises(ValueError, match="pseudo_ignore_top/bottom"):
+        trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=1)), tmp_path / "r",
+                      progress=False)
+
+
+@pytest.mark.parametrize("mode", ["separatetrgaug", "separate"])
+def test_mic_option(tmp_path, tiny_train_args, mode):
+    args = tiny_train_args("daformer_minicity", iters=2, **{"method.mic": "true", "method.mic_mode": mode,
+                                                            "method.mic_block_size": 8, "method.pseudo_threshold": "null",
+                                                            "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4})
+    trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
+    rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
+    assert all(r["loss_mic"] > 0 for r in rows)

@@ -146,3 +146,24 @@ def test_feature_distance_thing_cells_and_skip():
     assert feature_distance(student, imnet, label, 19) == pytest.approx((5 + 0) / 2)
     assert feature_distance(student, imnet, label, 19, classes=None) == pytest.approx(15 / 4)
     assert feature_distance(student, imnet, torch.zeros_like(label), 19) is None  # no thing cell: skipped
+
+
+def test_block_mask_ratio_blocks_and_nearest_upsampling():
+    from udaseg.methods.masking import block_mask
+
+    g = torch.Generator().manual_seed(0)
+    keep = block_mask(64, (64, 128), block=16, ratio=0.7, generator=g)
+    assert keep.shape == (64, 1, 64, 128) and set(keep.unique().tolist()) <= {0.0, 1.0}
+    # Each 16×16 block is constant (nearest upsampling of a 4×8 grid) …
+    blocks = keep.reshape(64, 1, 4, 16, 8, 16)
+    assert (blocks.amax(dim=(3, 5)) == blocks.amin(dim=(3, 5))).all()
+    # … and 30 % of the blocks stay visible on average (70 % masked).
+    assert abs(float(keep.mean()) - 0.3) < 0.03
+    assert block_mask(1, (50, 70), block=32, ratio=0.5).shape == (1, 1, 50, 70)  # round(50/32) × round(70/32) grid
+    with pytest.raises(ValueError):
+        block_mask(1, (8, 8), 4, ratio=1.0)
+
+
+def test_pseudo_label_crop_must_leave_rows():
+    with pytest.raises(ValueError, match="leaves nothing"):
+        crop_pseudo_weight(torch.ones(1, 10, 3), ignore_top=4, ignore_bottom=6)

@@ -31,8 +31,14 @@ def color_jitter(img01: torch.Tensor, strength: float = 0.2) -> torch.Tensor:
     return torch.stack([jitter(x[None])[0] for x in img01])
 
 
-def gaussian_blur(img: torch.Tensor, sigma_range: tuple[float, float] = (0.15, 1.15)) -> torch.Tensor:
+def gaussian_blur(img: torch.Tensor, sigma_range: tuple[float, float] = (0.15, 1.15),
+                  shared_sigma: bool = False) -> torch.Tensor:
+    """Blur each image with σ ~ U(sigma_range) of its own (``shared_sigma``: one σ for the batch,
+    as when DACS's transform is called on a whole batch, e.g. MIC's target augmentation)."""
     ky, kx = blur_kernel_size(img.shape[-2]), blur_kernel_size(img.shape[-1])
+    if shared_sigma:
+        sigma = float(torch.empty(()).uniform_(*sigma_range))
+        return kornia.filters.gaussian_blur2d(img, (ky, kx), (sigma, sigma), border_type="reflect")
     out = []
     for x in img:
         sigma = float(torch.empty(()).uniform_(*sigma_range))
@@ -41,12 +47,13 @@ def gaussian_blur(img: torch.Tensor, sigma_range: tuple[float, float] = (0.15, 1
 
 
 def photometric_augment(img: torch.Tensor, normalize: Callable, denormalize: Callable, *,
-                        jitter_p: float = 0.8, jitter_strength: float = 0.2, blur: bool = True) -> torch.Tensor:
+                        jitter_p: float = 0.8, jitter_strength: float = 0.2, blur: bool = True,
+                        shared_sigma: bool = False) -> torch.Tensor:
     """DACS ``strong_transform`` without the mixing: ``img`` is a normalised batch; ``normalize``
     and ``denormalize`` map between [0, 1] RGB and the model's input space."""
     u_jitter, u_blur = torch.rand(2).tolist()
     if u_jitter < jitter_p:
         img = normalize(color_jitter(denormalize(img).clamp(0, 1), jitter_strength))
     if blur and u_blur > 0.5:
-        img = gaussian_blur(img)
+        img = gaussian_blur(img, shared_sigma=shared_sigma)
     return img

@@ -21,7 +21,11 @@ One iteration ``t``:
 5. **Strong augmentation** of the mixed images: colour jitter (p 0.8, kornia-0.5 semantics) and
    Gaussian blur (p 0.5), batch-wide draws, per-sample parameters.
 6. **Mixed loss**: the student on the augmented mixed images, pixel-weighted cross-entropy;
-   backward (all-reduces the accumulated gradients under DDP).
+   backward (all-reduces the accumulated gradients under DDP unless MIC follows).
+   **MIC** (``mic=true``; Hoyer et al., CVPR 2023, spec §7): the student on block-masked
+   (32-px blocks, ratio 0.7) colour-augmented target images learns the teacher's pseudo-labels of
+   the unmasked ones with their weight, λ = 1 (``mic_mode=separate`` for clear→adverse: the first
+   source and first target image, not augmented).
 7. One optimizer step (AdamW, head lr ×10, warmup + poly; the schedule group).
 
 Reference quirks as switches (defaults = reference): ``loss_norm`` ("all": CE averaged over every
@@ -47,6 +51,7 @@ from udaseg.methods.augment import photometric_augment
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 from udaseg.methods.feature_distance import THING_CLASSES, feature_distance
 from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.masking import MIC_MODES, block_mask
 from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
 from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
 from udaseg.methods.teacher import EMATeacher
@@ -67,6 +72,12 @@ class DAFormerConfig(MethodConfig):
     fd_lambda: float = 0.005  # 0 turns the ImageNet feature distance off
     fd_classes: Optional[list[int]] = field(default_factory=lambda: list(THING_CLASSES))  # None: every cell
     fd_scale_min_ratio: float = 0.75
+    # MIC (masked image consistency), an option of the self-training methods.
+    mic: bool = False
+    mic_mode: str = "separatetrgaug"  # separatetrgaug (sim→real) | separate (clear→adverse, batch ≥ 2)
+    mic_block_size: int = 32  # px: 32 for DAFormer's half resolution, 64 for HRDA's full resolution
+    mic_ratio: float = 0.7
+    mic_lambda: float = 1.0
 
 
 @register_method("daformer")
@@ -79,6 +90,8 @@ class DAFormer(Method):
 
         if cfg.mix_classes not in MIX_CLASS_MODES:
             raise ValueError(f"method.mix_classes must be one of {MIX_CLASS_MODES}, got {cfg.mix_classes!r}")
+        if cfg.mic_mode not in MIC_MODES:
+            raise ValueError(f"method.mic_mode must be one of {MIC_MODES}, got {cfg.mic_mode!r}")
         self.student = create_model(ctx.model_cfg, num_classes=ctx.num_classes)
         self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
         self.imnet_backbone = None
@@ -130,16 +143,45 @@ class DAFormer(Method):
                                         jitter_p=cfg.color_jitter_p, jitter_strength=cfg.color_jitter_strength,
                                         blur=cfg.blur)
 
-        with self.autocast():  # 6.
-            mix_logits = self.net("student")(mixed_img)
-        loss_mix = seg_cross_entropy(mix_logits, mixed_label, weight=mixed_weight, norm=cfg.loss_norm)
-        self.backward(loss_mix)
+        with self.grad_sync(not cfg.mic):  # 6.
+            with self.autocast():
+                mix_logits = self.net("student")(mixed_img)
+            loss_mix = losses["loss_mix"] = seg_cross_entropy(mix_logits, mixed_label, weight=mixed_weight,
+                                                              norm=cfg.loss_norm)
+            self.backward(loss_mix)
+
+        if cfg.mic:  # MIC: the student on masked images learns the teacher's labels of the unmasked ones
+            masked_img, masked_label, masked_weight = self.masked_batch(src_img, source["label"], tgt_img,
+                                                                        pl_label, pl_weight)
+            with self.autocast():
+                masked_logits = self.net("student")(masked_img)
+            loss_mic = losses["loss_mic"] = cfg.mic_lambda * seg_cross_entropy(
+                masked_logits, masked_label, weight=masked_weight, norm=cfg.loss_norm)
+            self.backward(loss_mic)
         self.step("main")  # 7.
 
-        losses["loss_mix"] = loss_mix
         self._last_pseudo = (pl_label, confidence)
         self._weights.append(float(pl_weight.max()))
         return {k: v.detach() for k, v in losses.items()}
+
+    def masked_batch(self, src_img, src_label, tgt_img, pl_label, pl_weight):
+        """MIC's masked images with their targets. ``separatetrgaug``: the colour-augmented target
+        batch (one blur σ for the batch) with the pseudo-labels; ``separate``: the first source
+        image (its labels, weight 1) and the first target image (pseudo-label), not augmented."""
+        cfg = self.cfg
+        if cfg.mic_mode == "separatetrgaug":
+            img = photometric_augment(tgt_img, self.student.normalize, self.student.denormalize,
+                                      jitter_p=cfg.color_jitter_p, jitter_strength=cfg.color_jitter_strength,
+                                      blur=cfg.blur, shared_sigma=True)
+            label, weight = pl_label, pl_weight
+        else:
+            if src_img.shape[0] < 1 or tgt_img.shape[0] < 1:
+                raise ValueError("MIC 'separate' needs a source and a target image")
+            img = torch.cat([src_img[:1], tgt_img[:1]])
+            label = torch.cat([src_label[:1], pl_label[:1]])
+            weight = torch.cat([torch.ones_like(pl_weight[:1]), pl_weight[:1]])
+        keep = block_mask(img.shape[0], tuple(img.shape[-2:]), cfg.mic_block_size, cfg.mic_ratio, device=img.device)
+        return img * keep, label, weight
 
     def feature_distance_loss(self, src_img, student_feat, label):
         with torch.no_grad(), self.autocast():

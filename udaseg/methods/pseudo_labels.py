@@ -36,6 +36,9 @@ def crop_pseudo_weight(weight: torch.Tensor, ignore_top: int = 0, ignore_bottom:
     """Zero the weight of the top ``ignore_top`` and bottom ``ignore_bottom`` rows (v1 crop)."""
     if ignore_top < 0 or ignore_bottom < 0:
         raise ValueError("pseudo-label crop rows must be non-negative")
+    if ignore_top + ignore_bottom >= weight.shape[1]:
+        raise ValueError(f"the pseudo-label crop ({ignore_top} top + {ignore_bottom} bottom rows) leaves nothing "
+                         f"of a {weight.shape[1]}-row crop; set method.pseudo_ignore_top/bottom for this crop size")
     weight = weight.clone()
     if ignore_top:
         weight[:, :ignore_top, :] = 0
