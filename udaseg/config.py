@@ -122,6 +122,7 @@ class ModelConfig:
     pretrained: Optional[str] = None  # local file or hub id; None = random init (with a notice)
     normalization: Optional[str] = None  # imagenet | caffe_bgr; None = the backbone family's
     align_corners: Optional[bool] = None  # None = the backbone family's convention
+    hrda: Optional[dict[str, Any]] = None  # HRDA multi-resolution options (udaseg.models.hrda); None = off
 
 
 @dataclass

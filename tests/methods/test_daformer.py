@@ -93,3 +93,16 @@ def test_mic_option(tmp_path, tiny_train_args, mode):
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
     assert all(r["loss_mic"] > 0 for r in rows)
+
+
+def test_hrda_and_hrda_mic_train(tmp_path, tiny_train_args):
+    hrda = ["model.hrda={hr_crop_size: [16, 32], hr_slide_stride: [8, 16], test_window: [32, 64], "
+            "test_stride: [16, 32], attention_embed_dim: 8}"]
+    args = tiny_train_args("daformer_minicity", iters=2, **{"method.pseudo_ignore_top": 0,
+                                                            "method.pseudo_ignore_bottom": 4, "method.mic": "true",
+                                                            "method.mic_block_size": 8}) + hrda
+    final = trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
+    rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
+    assert {"loss_src", "loss_mix", "loss_mic"} <= set(rows[0]) and final["mIoU19"] is not None
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["method"]["modules"]
+    assert any(k.startswith("student.attention_head.") for k in state)

@@ -28,6 +28,12 @@ One iteration ``t``:
    source and first target image, not augmented).
 7. One optimizer step (AdamW, head lr ×10, warmup + poly; the schedule group).
 
+**HRDA** (``model.hrda``, Hoyer et al., ECCV 2022, spec §6) changes every student pass of 2, 6 and
+MIC into the multi-resolution one (context at ×0.5, a random detail crop, learned scale attention;
+loss 0.9·fused + 0.1·detail), the teacher's pseudo-labels into sliding detail windows over the
+whole crop fused with the attention, and the feature distance onto the context branch. Its
+pseudo-label crop is HRDA's v2 margins where the data pipeline provides them, else v1 (as here).
+
 Reference quirks as switches (defaults = reference): ``loss_norm`` ("all": CE averaged over every
 pixel, ignored ones included), ``teacher_bn`` ("train"), ``mix_classes`` ("batch"). The student
 is evaluated (DAFormer #23). Rare class sampling is a property of the source stream
@@ -55,6 +61,7 @@ from udaseg.methods.masking import MIC_MODES, block_mask
 from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
 from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
 from udaseg.methods.teacher import EMATeacher
+from udaseg.models.hrda import HRDASegmentor, hrda_loss
 
 
 @dataclass
@@ -78,6 +85,8 @@ class DAFormerConfig(MethodConfig):
     mic_block_size: int = 32  # px: 32 for DAFormer's half resolution, 64 for HRDA's full resolution
     mic_ratio: float = 0.7
     mic_lambda: float = 1.0
+    # HRDA (an option of the model: model.hrda): the detail crop's share of the loss.
+    hr_loss_weight: float = 0.1
 
 
 @register_method("daformer")
@@ -93,6 +102,7 @@ class DAFormer(Method):
         if cfg.mic_mode not in MIC_MODES:
             raise ValueError(f"method.mic_mode must be one of {MIC_MODES}, got {cfg.mic_mode!r}")
         self.student = create_model(ctx.model_cfg, num_classes=ctx.num_classes)
+        self.hrda = isinstance(self.student, HRDASegmentor)
         self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
         self.imnet_backbone = None
         if cfg.fd_lambda > 0:
@@ -120,9 +130,8 @@ class DAFormer(Method):
         losses = {}
 
         with self.grad_sync(False):  # 2.
-            with self.autocast():
-                src_logits, src_feats = self.net("student")(src_img, return_features=True)
-            loss = losses["loss_src"] = seg_cross_entropy(src_logits, source["label"], norm=cfg.loss_norm)
+            loss, src_feats = self.supervised_loss(src_img, source["label"])
+            losses["loss_src"] = loss
             if self.imnet_backbone is not None:
                 loss_fd = self.feature_distance_loss(src_img, src_feats[-1], source["label"])
                 if loss_fd is not None:
@@ -144,25 +153,34 @@ class DAFormer(Method):
                                         blur=cfg.blur)
 
         with self.grad_sync(not cfg.mic):  # 6.
-            with self.autocast():
-                mix_logits = self.net("student")(mixed_img)
-            loss_mix = losses["loss_mix"] = seg_cross_entropy(mix_logits, mixed_label, weight=mixed_weight,
-                                                              norm=cfg.loss_norm)
+            loss_mix = losses["loss_mix"] = self.supervised_loss(mixed_img, mixed_label, mixed_weight)[0]
             self.backward(loss_mix)
 
         if cfg.mic:  # MIC: the student on masked images learns the teacher's labels of the unmasked ones
             masked_img, masked_label, masked_weight = self.masked_batch(src_img, source["label"], tgt_img,
                                                                         pl_label, pl_weight)
-            with self.autocast():
-                masked_logits = self.net("student")(masked_img)
-            loss_mic = losses["loss_mic"] = cfg.mic_lambda * seg_cross_entropy(
-                masked_logits, masked_label, weight=masked_weight, norm=cfg.loss_norm)
+            loss_mic = losses["loss_mic"] = cfg.mic_lambda * self.supervised_loss(masked_img, masked_label,
+                                                                                   masked_weight)[0]
             self.backward(loss_mic)
         self.step("main")  # 7.
 
         self._last_pseudo = (pl_label, confidence)
         self._weights.append(float(pl_weight.max()))
         return {k: v.detach() for k, v in losses.items()}
+
+    def supervised_loss(self, img, label, weight=None):
+        """(loss, backbone features) of the student on ``img``: pixel-weighted cross-entropy, or
+        with an HRDA model 0.9·CE(fused) + 0.1·CE(detail crop) on a fresh detail box (the
+        features are then the context branch's)."""
+        net = self.net("student")
+        if self.hrda:
+            with self.autocast():
+                fused, hr, box, features = net(img, train_crop=True)
+            return hrda_loss(fused, hr, box, label, weight, hr_weight=self.cfg.hr_loss_weight,
+                             norm=self.cfg.loss_norm), features
+        with self.autocast():
+            logits, features = net(img, return_features=True)
+        return seg_cross_entropy(logits, label, weight, norm=self.cfg.loss_norm), features
 
     def masked_batch(self, src_img, src_label, tgt_img, pl_label, pl_weight):
         """MIC's masked images with their targets. ``separatetrgaug``: the colour-augmented target
@@ -184,6 +202,9 @@ class DAFormer(Method):
         return img * keep, label, weight
 
     def feature_distance_loss(self, src_img, student_feat, label):
+        if self.hrda:  # HRDA: on the context branch, so the ImageNet model sees the downscaled crop
+            src_img = torch.nn.functional.interpolate(src_img, scale_factor=self.student.context_scale,
+                                                      mode="bilinear", align_corners=self.student.align_corners)
         with torch.no_grad(), self.autocast():
             imnet_feat = self.imnet_backbone(src_img)[-1]
         distance = feature_distance(student_feat, imnet_feat, label, self.ctx.num_classes,

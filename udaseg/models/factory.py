@@ -16,6 +16,7 @@ Config keys (a dict or OmegaConf mapping; ``configs/model/*.yaml`` hold presets)
                        ``two_branch_quirk`` …)
 ``normalization``      ``imagenet`` | ``caffe_bgr`` | {mean, std, bgr}; default: the backbone's
 ``align_corners``      logits upsampling convention; default: the backbone family's
+``hrda``               null, or the options of the HRDA multi-resolution wrapper (:mod:`.hrda`)
 ``name``               free label (ignored here)
 =====================  ======================================================================
 """
@@ -36,7 +37,7 @@ from udaseg.models.segmentor import EncoderDecoder, get_normalization
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("name", "backbone", "head", "num_classes", "pretrained", "backbone_options", "head_options",
-              "normalization", "align_corners")
+              "normalization", "align_corners", "hrda")
 
 
 def _plain(cfg: Any) -> dict:
@@ -113,4 +114,8 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
         backbone.load_pretrained(str(pretrained))
     else:
         log.info("model: %s + %s initialised at random (no pretrained weights given)", backbone_name, head_name)
+    if cfg.get("hrda"):
+        from udaseg.models.hrda import build_hrda
+
+        model = build_hrda(model, n_classes, cfg["hrda"])
     return model

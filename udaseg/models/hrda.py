@@ -1,0 +1,203 @@
+"""HRDA: multi-resolution training with learned scale attention (Hoyer et al., "HRDA:
+Context-Aware High-Resolution Domain-Adaptive Semantic Segmentation", ECCV 2022; spec
+daformer_hrda_mic.md §6).
+
+:class:`HRDASegmentor` wraps an :class:`~udaseg.models.segmentor.EncoderDecoder`; the encoder and
+the decode head are **shared** by both scales. On a training crop x (full resolution, e.g. 1024²):
+
+* **context**: x downscaled by ``context_scale`` (0.5) → LR logits; a separate **scale-attention
+  head** (SegFormer-style, 1×1 fusion, class-wise output) on the LR features, a = σ(h_att(f_LR));
+* **detail**: a random ``hr_crop_size`` window of x (offsets multiples of ``crop_divisible`` = 8,
+  drawn as randint(0, (margin + 1) // 8)·8, a fresh box per forward) → HR logits;
+* **fusion**: a is zeroed outside the detail box (in LR logit coordinates), lr′ = (1 − a)·lr; a and
+  lr′ are upsampled to the fused grid (stride 4 of x), the HR logits pasted into a zero canvas at
+  the box; fused = a·hr + lr′ (outside the box: the upsampled LR prediction).
+
+``forward_train`` returns ``(fused, hr, box, lr_features)``; the methods apply 0.9·CE(fused, y) +
+0.1·CE(hr, crop(y)) (:func:`hrda_loss`). ``forward`` (pseudo-labels and test) has no box: the HR
+logits cover the whole input by overlapping ``hr_crop_size`` windows at ``hr_slide_stride`` (256 for
+512 windows: 3×3 on a 1024 crop), batched, averaged on the stride-4 grid, and fused with the
+attention everywhere. At test time the model itself slides ``test_window`` (1024²) windows with
+``test_stride`` (512) over larger inputs, each window fused as above — HRDA's test protocol, so the
+benchmark's evaluation stays "whole" image and the same for every method.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from udaseg.models.heads.base import DecodeHead
+from udaseg.models.segmentor import EncoderDecoder
+
+
+def random_box(size: tuple[int, int], crop: tuple[int, int], divisible: int = 8) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of a ``crop`` window inside ``size`` whose offsets are multiples of
+    ``divisible``: offset = randint(0, (margin + 1) // divisible) · divisible, as the reference
+    (a 512 window in 1024: offsets 0 … 504). Drawn from torch's global RNG, which checkpoints keep."""
+    (h, w), (ch, cw) = size, crop
+    if ch > h or cw > w:
+        raise ValueError(f"HRDA detail crop {ch}x{cw} is larger than the input {h}x{w}")
+    y0 = int(torch.randint(0, max(1, (h - ch + 1) // divisible), ())) * divisible
+    x0 = int(torch.randint(0, max(1, (w - cw + 1) // divisible), ())) * divisible
+    return y0, y0 + ch, x0, x0 + cw
+
+
+def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+class HRDASegmentor(nn.Module):
+    def __init__(self, base: EncoderDecoder, attention_head: DecodeHead, hr_crop_size: Sequence[int] = (512, 512),
+                 context_scale: float = 0.5, crop_divisible: int = 8, hr_slide_stride: Sequence[int] = (256, 256),
+                 fixed_attention: float | None = None, test_window: Sequence[int] | None = (1024, 1024),
+                 test_stride: Sequence[int] | None = (512, 512)):
+        super().__init__()
+        self.backbone = base.backbone  # registered here so that names keep "backbone"/"decode_head"
+        self.decode_head = base.decode_head
+        self.attention_head = attention_head  # "head" in the name: lr ×10 like the reference's
+        self.preprocess = base.preprocess
+        self.align_corners = base.align_corners
+        self.hr_crop_size = tuple(int(v) for v in hr_crop_size)
+        self.context_scale = float(context_scale)
+        self.crop_divisible = int(crop_divisible)
+        self.hr_slide_stride = tuple(int(v) for v in hr_slide_stride)
+        self.fixed_attention = fixed_attention  # HRDA ablation "fixedatt": a = const
+        self.test_window = tuple(int(v) for v in test_window) if test_window else None
+        self.test_stride = tuple(int(v) for v in (test_stride or test_window)) if test_window else None
+
+    # -- the segmentor interface ----------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.decode_head.num_classes
+
+    @property
+    def output_stride(self) -> int:
+        return self.decode_head.output_stride
+
+    def normalize(self, img, value_range=None):
+        return self.preprocess.normalize(img, value_range)
+
+    def denormalize(self, x):
+        return self.preprocess.denormalize(x)
+
+    # -- the parts ------------------------------------------------------------------------
+    def _context(self, x: torch.Tensor):
+        lr_size = [max(1, int(round(s * self.context_scale))) for s in x.shape[-2:]]
+        lr_features = self.backbone(_resize(x, lr_size, self.align_corners))
+        lr_logits = self.decode_head(lr_features)
+        if self.fixed_attention is not None:
+            attention = torch.full_like(lr_logits, float(self.fixed_attention))
+        else:
+            attention = torch.sigmoid(self.attention_head(lr_features))
+        return lr_logits, attention, lr_features
+
+    def _fuse(self, lr_logits, attention, hr_canvas, fused_size, box_mask=None):
+        if box_mask is not None:
+            attention = attention * box_mask
+        lr_logits = (1 - attention) * lr_logits
+        attention = _resize(attention, fused_size, self.align_corners)
+        lr_logits = _resize(lr_logits, fused_size, self.align_corners)
+        return attention * hr_canvas + lr_logits
+
+    def forward_train(self, x: torch.Tensor, box: tuple[int, int, int, int] | None = None):
+        """(fused logits at stride 4 of x, HR logits of the detail crop, the box, LR features)."""
+        box = box or random_box(tuple(x.shape[-2:]), self.hr_crop_size, self.crop_divisible)
+        y0, y1, x0, x1 = box
+        lr_logits, attention, lr_features = self._context(x)
+        hr_logits = self.decode_head(self.backbone(x[:, :, y0:y1, x0:x1]))
+        stride = (y1 - y0) / hr_logits.shape[-2]  # of the HR logits (4): the fused grid
+        fused_size = (round(x.shape[-2] / stride), round(x.shape[-1] / stride))
+        lr_stride = x.shape[-2] / lr_logits.shape[-2]  # of the LR logits in input pixels (8)
+        box_mask = torch.zeros_like(attention[:, :1])
+        box_mask[:, :, round(y0 / lr_stride):round(y1 / lr_stride), round(x0 / lr_stride):round(x1 / lr_stride)] = 1
+        canvas = hr_logits.new_zeros((*hr_logits.shape[:2], *fused_size))
+        fy0, fx0 = round(y0 / stride), round(x0 / stride)
+        canvas[:, :, fy0:fy0 + hr_logits.shape[-2], fx0:fx0 + hr_logits.shape[-1]] = hr_logits
+        fused = self._fuse(lr_logits, attention, canvas, fused_size, box_mask)
+        return fused, hr_logits, box, lr_features
+
+    def _slide(self, x: torch.Tensor, window, stride, fn) -> torch.Tensor:
+        """``fn`` (crops → logits at a common stride) over overlapping windows of ``x``, batched,
+        averaged where windows overlap."""
+        from udaseg.engine.inference import slide_windows
+
+        windows = slide_windows(x.shape[-2], x.shape[-1], window, stride)
+        logits = fn(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows]))
+        b = x.shape[0]
+        step = (windows[0][1] - windows[0][0]) / logits.shape[-2]
+        size = (round(x.shape[-2] / step), round(x.shape[-1] / step))
+        total = logits.new_zeros((b, logits.shape[1], *size))
+        count = logits.new_zeros((1, 1, *size))
+        for i, (y0, y1, x0, x1) in enumerate(windows):
+            fy0, fx0 = round(y0 / step), round(x0 / step)
+            part = logits[i * b:(i + 1) * b]
+            total[:, :, fy0:fy0 + part.shape[-2], fx0:fx0 + part.shape[-1]] += part
+            count[:, :, fy0:fy0 + part.shape[-2], fx0:fx0 + part.shape[-1]] += 1
+        return total / count
+
+    def _forward_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """One training-crop-sized input without a box: HR windows everywhere, fused."""
+        lr_logits, attention, _ = self._context(x)
+        hr = self._slide(x, self.hr_crop_size, self.hr_slide_stride, lambda c: self.decode_head(self.backbone(c)))
+        return self._fuse(lr_logits, attention, hr, tuple(hr.shape[-2:]))
+
+    def forward(self, x: torch.Tensor, return_features: bool = False, train_crop: bool = False):
+        """``train_crop=True``: :meth:`forward_train` (so that it runs through a DDP wrapper).
+        Otherwise (pseudo-labels, test) no box: inputs larger than ``test_window`` are covered by
+        overlapping ``test_window`` windows at ``test_stride`` (HRDA's test-time slide), each
+        window fused from its context and HR windows."""
+        if train_crop:
+            return self.forward_train(x)
+        h, w = x.shape[-2:]
+        if self.test_window is not None and (h > self.test_window[0] or w > self.test_window[1]):
+            fused = self._slide(x, self.test_window, self.test_stride, self._forward_crop)
+        else:
+            fused = self._forward_crop(x)
+        if return_features:
+            return fused, self._context(x)[2]
+        return fused
+
+    def extract_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._context(x)[2]
+
+
+def crop_box(t: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    y0, y1, x0, x1 = box
+    return t[..., y0:y1, x0:x1]
+
+
+def hrda_loss(fused, hr, box, label, weight=None, *, hr_weight: float = 0.1, norm: str = "all") -> torch.Tensor:
+    """(1 − hr_weight)·CE(fused, y) + hr_weight·CE(hr, crop(y)) (HRDA: 0.9 / 0.1), the pixel
+    weights cropped alike."""
+    from udaseg.methods.losses import seg_cross_entropy
+
+    loss = (1 - hr_weight) * seg_cross_entropy(fused, label, weight, norm=norm)
+    if hr_weight:
+        hr_w = crop_box(weight, box) if weight is not None else None
+        loss = loss + hr_weight * seg_cross_entropy(hr, crop_box(label, box), hr_w, norm=norm)
+    return loss
+
+
+def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASegmentor:
+    """``model.hrda`` options: hr_crop_size (512²), context_scale (0.5), crop_divisible (8),
+    hr_slide_stride (256²), test_window (1024²) and test_stride (512²), attention_embed_dim (256),
+    fixed_attention (null)."""
+    from udaseg.models.heads.daformer import DAFormerHead
+
+    options = dict(options)
+    embed = int(options.pop("attention_embed_dim", 256))
+    head = DAFormerHead(base.backbone.channels, base.backbone.strides, num_classes, embed_dim=embed,
+                        fusion="conv1x1", dropout=0.1, align_corners=base.align_corners)
+    allowed = {"hr_crop_size", "context_scale", "crop_divisible", "hr_slide_stride", "fixed_attention", "test_window",
+               "test_stride"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        from udaseg.errors import ConfigError
+
+        raise ConfigError(f"model.hrda: unknown key(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(sorted(allowed | {'attention_embed_dim'}))}")
+    return HRDASegmentor(base, head, **options)
