@@ -174,7 +174,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from udaseg.report import expand_run_dirs, write_report
 
-    out = write_report(expand_run_dirs(args.run_dirs), Path(args.out), title=args.title)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    out = write_report(expand_run_dirs(args.run_dirs), Path(args.out), title=args.title, notes=notes)
     print(f"report written to {out}")
     return 0
 
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directories (a folder holding run directories is searched for them)")
     p.add_argument("--out", default="report.md", help="Markdown file to write (pictures go beside it)")
     p.add_argument("--title", default="Results")
+    p.add_argument("--notes", default=None, metavar="FILE", help="Markdown inserted after the introduction")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -159,7 +159,7 @@ def _gap_closed(group: Group, low: Group | None, high: Group | None, key: str) -
     return f"{(m - lo) / (hi - lo) * 100:.0f}%"
 
 
-def write_report(run_dirs: list[Path], out: Path, title: str = "Results") -> Path:
+def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes: str = "") -> Path:
     runs = [load_run(p) for p in run_dirs]
     if not runs:
         raise UdasegError("no run directories given")
@@ -171,6 +171,8 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results") -> Pat
              "Written by `udaseg report` from run directories; every number is the mean ± sample std "
              "(ddof 1) over the seeds listed, evaluated on the final checkpoint of each run (no model "
              "selection on target labels). mIoU in %.", ""]
+    if notes:
+        lines += [notes.strip(), ""]
     by_bench: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for group in groups:
         by_bench[(group.benchmark, group.eval_name)].append(group)

@@ -114,8 +114,11 @@ def test_report_over_seeds(tiny_run, tiny_train_args, tmp_path):
     trainer.train(config_lib.compose(tiny_train_args(iters=2, seed=1)), other, progress=False)
     shutil.copytree(tiny_run, tmp_path / "runs" / "s0")
     out = tmp_path / "report.md"
-    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--title", "Tiny"]) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("Measured on a test machine.\n")
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--title", "Tiny", "--notes", str(notes)]) == 0
     text = out.read_text()
+    assert text.startswith("# Tiny") and "Measured on a test machine." in text
     a, b = (json.loads((tmp_path / "runs" / s / "eval.json").read_text())["mIoU19"] for s in ("s0", "s1"))
     mean, std = np.mean([a, b]) * 100, np.std([a, b], ddof=1) * 100
     assert f"{mean:.1f} ± {std:.1f}" in text and "2 (0, 1)" in text
