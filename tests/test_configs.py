@@ -1,0 +1,40 @@
+"""Every shipped config group file composes against the schemas, and the MiniCity ones build."""
+
+from __future__ import annotations
+
+import pytest
+
+from udaseg import config as config_lib
+from udaseg.data.catalog import get_label_space
+from udaseg.models import create_model
+
+BASE = {"benchmark": "minicity_gta2cs", "method": "source_only", "model": "minicity_cnn", "schedule": "minicity"}
+
+
+@pytest.mark.parametrize("group,name", [(g, n) for g in config_lib.GROUPS for n in config_lib.available(g)])
+def test_every_group_file_composes(group, name):
+    cfg = config_lib.compose([f"{g}={n}" for g, n in {**BASE, group: name}.items()])
+    assert cfg.get(group) is not None
+    if group == "benchmark":
+        assert cfg.benchmark.name == name and cfg.benchmark.val
+        get_label_space(cfg.benchmark.label_space)
+        assert cfg.benchmark.metric in get_label_space(cfg.benchmark.label_space).eval_subsets
+
+
+@pytest.mark.parametrize("name", config_lib.available("experiment"))
+def test_every_experiment_composes(name):
+    cfg = config_lib.compose(["minicity_cpu", name, "benchmark=minicity_gta2cs", "method=source_only"])
+    assert cfg.iters >= 1
+
+
+def test_minicity_rcs_switches_rare_class_sampling_on():
+    cfg = config_lib.compose(["minicity_cpu", "minicity_rcs", "benchmark=minicity_cs2acdc", "method=daformer_minicity"])
+    assert cfg.benchmark.source.rcs.enabled and cfg.benchmark.source.rcs.min_pixels == 200
+    assert cfg.benchmark.source.dataset == "cityscapes"  # merged into the chosen benchmark
+
+
+@pytest.mark.parametrize("name", ["minicity_cnn", "minicity_cnn_hrda"])
+def test_minicity_models_build(name):
+    cfg = config_lib.compose([f"model={name}", "benchmark=minicity_gta2cs", "method=source_only", "schedule=minicity"])
+    model = create_model(cfg.model, num_classes=19)
+    assert model.num_classes == 19
