@@ -28,7 +28,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from udaseg.models.heads.base import DecodeHead
 from udaseg.models.segmentor import EncoderDecoder
@@ -50,17 +49,15 @@ def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
-class HRDASegmentor(nn.Module):
+class HRDASegmentor(EncoderDecoder):
     def __init__(self, base: EncoderDecoder, attention_head: DecodeHead, hr_crop_size: Sequence[int] = (512, 512),
                  context_scale: float = 0.5, crop_divisible: int = 8, hr_slide_stride: Sequence[int] = (256, 256),
                  fixed_attention: float | None = None, test_window: Sequence[int] | None = (1024, 1024),
                  test_stride: Sequence[int] | None = (512, 512)):
-        super().__init__()
-        self.backbone = base.backbone  # registered here so that names keep "backbone"/"decode_head"
-        self.decode_head = base.decode_head
+        # The base's encoder, decode head and input normalisation, shared by both scales (parameter
+        # names stay "backbone.*" / "decode_head.*").
+        super().__init__(base.backbone, base.decode_head, base.preprocess.spec, align_corners=base.align_corners)
         self.attention_head = attention_head  # "head" in the name: lr ×10 like the reference's
-        self.preprocess = base.preprocess
-        self.align_corners = base.align_corners
         self.hr_crop_size = tuple(int(v) for v in hr_crop_size)
         self.context_scale = float(context_scale)
         self.crop_divisible = int(crop_divisible)
@@ -68,21 +65,6 @@ class HRDASegmentor(nn.Module):
         self.fixed_attention = fixed_attention  # HRDA ablation "fixedatt": a = const
         self.test_window = tuple(int(v) for v in test_window) if test_window else None
         self.test_stride = tuple(int(v) for v in (test_stride or test_window)) if test_window else None
-
-    # -- the segmentor interface ----------------------------------------------------------
-    @property
-    def num_classes(self) -> int:
-        return self.decode_head.num_classes
-
-    @property
-    def output_stride(self) -> int:
-        return self.decode_head.output_stride
-
-    def normalize(self, img, value_range=None):
-        return self.preprocess.normalize(img, value_range)
-
-    def denormalize(self, x):
-        return self.preprocess.denormalize(x)
 
     # -- the parts ------------------------------------------------------------------------
     def _context(self, x: torch.Tensor):
