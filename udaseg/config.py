@@ -62,6 +62,9 @@ class TrainDataConfig:
     crop_size: Optional[list[int]] = None  # (h, w)
     cat_max_ratio: float = 1.0  # DAFormer's crop rule; 1.0 disables it
     flip_prob: float = 0.5
+    # HRDA/MIC "v2" pseudo-label crop: (top, bottom, left, right) pixels of the original image whose
+    # pseudo-labels weigh 0, moved with the crop (a "valid_pseudo" map in the batch); None = off.
+    pseudo_margins: Optional[list[int]] = None
     rcs: RareClassSamplingConfig = field(default_factory=RareClassSamplingConfig)
 
 

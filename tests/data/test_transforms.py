@@ -154,3 +154,24 @@ def test_pipeline_is_a_function_of_the_generator():
 def test_pipeline_rejects_two_resize_modes():
     with pytest.raises(ValueError, match="one resize mode"):
         TrainPipeline(img_scale=(10, 10), fit_size=(10, 10))
+
+
+def test_pseudo_margins_follow_resize_crop_flip_and_pad():
+    from udaseg.data.transforms import TrainPipeline, pseudo_margin_mask
+
+    mask = pseudo_margin_mask(6, 8, (1, 2, 1, 3))
+    assert mask.tolist()[0] == [0] * 8 and mask.tolist()[1] == [0, 1, 1, 1, 1, 0, 0, 0]
+    assert mask[4:].sum() == 0
+    img = np.zeros((40, 80, 3), np.uint8)
+    label = np.zeros((40, 80), np.uint8)
+    pipe = TrainPipeline(img_scale=(40, 20), crop_size=(16, 16), flip_prob=0.0, pseudo_margins=(4, 8, 0, 0))
+    out = pipe({"img": img, "label": label}, np.random.default_rng(0))
+    # Resized by 0.5 (40×80 → 20×40): the margins become 2 rows on top and 4 at the bottom, and the
+    # 16-row crop of 20 rows sees part of them depending on its offset.
+    assert out["valid_pseudo"].shape == (16, 16) and out["valid_pseudo"].dtype == np.uint8
+    full = TrainPipeline(img_scale=(40, 20), flip_prob=0.0, pseudo_margins=(4, 8, 0, 0))(
+        {"img": img, "label": label}, np.random.default_rng(0))["valid_pseudo"]
+    assert full[:, 0].tolist() == [0, 0] + [1] * 14 + [0, 0, 0, 0]
+    padded = TrainPipeline(crop_size=(48, 80), flip_prob=0.0, pseudo_margins=(0, 0, 0, 0))(
+        {"img": img, "label": label}, np.random.default_rng(0))["valid_pseudo"]
+    assert padded[40:].sum() == 0 and padded[:40].all()  # padding is not valid

@@ -106,3 +106,13 @@ def test_hrda_and_hrda_mic_train(tmp_path, tiny_train_args):
     assert {"loss_src", "loss_mix", "loss_mic"} <= set(rows[0]) and final["mIoU19"] is not None
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["method"]["modules"]
     assert any(k.startswith("student.attention_head.") for k in state)
+
+
+def test_v2_pseudo_margins_reach_the_method(tmp_path, tiny_train_args):
+    args = tiny_train_args("daformer_minicity", iters=1, **{"method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 0,
+                                                            "method.pseudo_threshold": "null",
+                                                            "benchmark.target.pseudo_margins": "[64,64,0,0]"})
+    # Margins that cover the whole (64-row) target image: every pseudo-label weighs 0.
+    trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
+    rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
+    assert rows[0]["pseudo_weight"] == 0.0

@@ -504,6 +504,8 @@ def to_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
         out["label"] = torch.from_numpy(sample["label"].astype(np.int64))
     if "depth" in sample:
         out["depth"] = torch.from_numpy(np.ascontiguousarray(sample["depth"], dtype=np.float32))
+    if "valid_pseudo" in sample:
+        out["valid_pseudo"] = torch.from_numpy(np.ascontiguousarray(sample["valid_pseudo"], dtype=np.float32))
     return out
 
 

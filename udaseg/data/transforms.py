@@ -55,16 +55,32 @@ def fit_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
     return min(size[0], int(h * scale + 0.5)), min(size[1], int(w * scale + 0.5))
 
 
+# The per-pixel maps a sample may carry beside the image (all moved by the same geometry, resized
+# with nearest neighbour): the label, SYNTHIA's depth, and HRDA/MIC's valid-pseudo-label mask.
+MAP_KEYS = ("label", "depth", "valid_pseudo")
+_PAD_VALUES = {"img": 0, "label": IGNORE_INDEX, "depth": 0, "valid_pseudo": 0}
+
+
+def pseudo_margin_mask(h: int, w: int, margins: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 [h, w]: 0 in the top/bottom/left/right ``margins`` (pixels of the original image),
+    1 elsewhere — HRDA/MIC's "v2" pseudo-label crop, moved with the crop so that the margins are
+    masked only where the training crop touches them."""
+    top, bottom, left, right = (int(v) for v in margins)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[top:h - bottom, left:w - right] = 1
+    return mask
+
+
 def resize_sample(sample: Mapping[str, Any], size: tuple[int, int], interpolation: str = "bilinear") -> Sample:
-    """Resize every array of ``sample`` to ``size = (h, w)``: image with ``interpolation``, label
-    and depth with nearest neighbour."""
+    """Resize every array of ``sample`` to ``size = (h, w)``: image with ``interpolation``, the
+    other maps (label, depth, valid_pseudo) with nearest neighbour."""
     out = dict(sample)
     h, w = sample["img"].shape[:2]
     if (h, w) == tuple(size):
         return out
     dsize = (int(size[1]), int(size[0]))
     out["img"] = cv2.resize(sample["img"], dsize, interpolation=_IMAGE_INTERPOLATION[interpolation])
-    for key in ("label", "depth"):
+    for key in MAP_KEYS:
         if key in sample:
             out[key] = cv2.resize(sample[key], dsize, interpolation=cv2.INTER_NEAREST)
     return out
@@ -105,7 +121,7 @@ def choose_crop(label: np.ndarray | None, h: int, w: int, crop_size: tuple[int, 
 def crop_sample(sample: Mapping[str, Any], box: tuple[int, int, int, int]) -> Sample:
     y0, x0, y1, x1 = box
     out = dict(sample)
-    for key in ("img", "label", "depth"):
+    for key in ("img", *MAP_KEYS):
         if key in sample:
             out[key] = sample[key][y0:y1, x0:x1]
     return out
@@ -113,20 +129,21 @@ def crop_sample(sample: Mapping[str, Any], box: tuple[int, int, int, int]) -> Sa
 
 def hflip_sample(sample: Mapping[str, Any]) -> Sample:
     out = dict(sample)
-    for key in ("img", "label", "depth"):
+    for key in ("img", *MAP_KEYS):
         if key in sample:
             out[key] = sample[key][:, ::-1]
     return out
 
 
 def pad_sample(sample: Mapping[str, Any], size: tuple[int, int], ignore_index: int = IGNORE_INDEX) -> Sample:
-    """Pad bottom/right to at least ``size = (H, W)``: image and depth with 0, label with ``ignore_index``."""
+    """Pad bottom/right to at least ``size = (H, W)``: image, depth and valid_pseudo with 0, label
+    with ``ignore_index``."""
     h, w = sample["img"].shape[:2]
     pad_h, pad_w = max(size[0] - h, 0), max(size[1] - w, 0)
     out = dict(sample)
     if pad_h == 0 and pad_w == 0:
         return out
-    fill = {"img": 0, "label": ignore_index, "depth": 0}
+    fill = {**_PAD_VALUES, "label": ignore_index}
     for key, value in fill.items():
         if key in sample:
             array = sample[key]
@@ -171,6 +188,7 @@ class TrainPipeline:
     cat_max_ratio: float = 1.0
     flip_prob: float = 0.5
     ignore_index: int = IGNORE_INDEX
+    pseudo_margins: tuple[int, int, int, int] | None = None  # (top, bottom, left, right) px of the original
 
     def __post_init__(self) -> None:
         modes = [m for m in ("img_scale", "fit_size", "resize_to") if getattr(self, m) is not None]
@@ -183,7 +201,7 @@ class TrainPipeline:
                              f"{list(_IMAGE_INTERPOLATION)}")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"TrainPipeline: flip_prob {self.flip_prob} outside [0, 1]")
-        for name in ("img_scale", "ratio_range", "fit_size", "resize_to", "crop_size"):
+        for name in ("img_scale", "ratio_range", "fit_size", "resize_to", "crop_size", "pseudo_margins"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
@@ -194,6 +212,8 @@ class TrainPipeline:
 
     def resize(self, sample: Mapping[str, Any], rng: np.random.Generator) -> Sample:
         h, w = sample["img"].shape[:2]
+        if self.pseudo_margins is not None:
+            sample = {**sample, "valid_pseudo": pseudo_margin_mask(h, w, self.pseudo_margins)}
         if self.img_scale is not None:
             scale = self.img_scale
             if self.ratio_range is not None:
@@ -217,7 +237,7 @@ class TrainPipeline:
             out = hflip_sample(out)
         if self.crop_size is not None:
             out = pad_sample(out, self.crop_size, self.ignore_index)
-        for key in ("img", "label", "depth"):  # flips and crops are views: hand out compact arrays
+        for key in ("img", *MAP_KEYS):  # flips and crops are views: hand out compact arrays
             if key in out:
                 out[key] = np.ascontiguousarray(out[key])
         return out

@@ -153,7 +153,7 @@ def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream:
     pipeline = TrainPipeline(
         img_scale=spec.img_scale, ratio_range=spec.ratio_range, fit_size=spec.fit_size, resize_to=spec.resize_to,
         interpolation=spec.interpolation, crop_size=spec.crop_size, cat_max_ratio=spec.cat_max_ratio,
-        flip_prob=spec.flip_prob)
+        flip_prob=spec.flip_prob, pseudo_margins=spec.pseudo_margins)
     rcs = None
     if spec.rcs.enabled:
         rcs = RareClassSampling.from_dataset(dataset, class_temp=spec.rcs.class_temp,

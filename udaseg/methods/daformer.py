@@ -32,7 +32,9 @@ One iteration ``t``:
 MIC into the multi-resolution one (context at ×0.5, a random detail crop, learned scale attention;
 loss 0.9·fused + 0.1·detail), the teacher's pseudo-labels into sliding detail windows over the
 whole crop fused with the attention, and the feature distance onto the context branch. Its
-pseudo-label crop is HRDA's v2 margins where the data pipeline provides them, else v1 (as here).
+pseudo-label crop is "v2": ``benchmark.target.pseudo_margins`` (30/240/30/30 px of full-resolution
+Cityscapes) zero the weight of the original image's margins, moved with the crop by the data
+pipeline (a ``valid_pseudo`` map in the target batch); set the v1 rows to 0 then.
 
 Reference quirks as switches (defaults = reference): ``loss_norm`` ("all": CE averaged over every
 pixel, ignored ones included), ``teacher_bn`` ("train"), ``mix_classes`` ("batch"). The student
@@ -143,6 +145,8 @@ class DAFormer(Method):
             tgt_logits = self.teacher.predict(tgt_img)
         pl_label, pl_weight, confidence = pseudo_label(tgt_logits, tgt_img.shape[-2:], cfg.pseudo_threshold)
         pl_weight = crop_pseudo_weight(pl_weight, cfg.pseudo_ignore_top, cfg.pseudo_ignore_bottom)
+        if "valid_pseudo" in target:  # v2 margins, moved with the crop by the data pipeline
+            pl_weight = pl_weight * target["valid_pseudo"]
 
         masks = class_masks(source["label"], cfg.mix_classes)  # 4.
         mixed_img = mix(masks, src_img, tgt_img)
