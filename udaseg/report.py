@@ -205,6 +205,13 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                         _plot_confusions(bench_groups, classes, pictures / f"{stem}_confusion.png")):
             if picture is not None:
                 lines += [f"![{picture.stem}]({pictures.name}/{picture.name})", ""]
+        diagnostics = _plot_pseudo_labels(bench_groups, pictures / f"{stem}_pseudo_labels.png")
+        if diagnostics is not None:
+            lines += ["Pseudo-labels of the self-training methods over training, against the target's training "
+                      "labels (diagnostics only: the labels are shown to the method after each step and never "
+                      "enter a loss or select a model). Left: pixel accuracy of the teacher's pseudo-labels; "
+                      "right: the batch confidence weight q (fraction of pixels with confidence ≥ τ).", "",
+                      f"![{diagnostics.stem}]({pictures.name}/{diagnostics.name})", ""]
         lines += ["Provenance:", ""]
         for g in bench_groups:
             times = [r.train_seconds for r in g.runs if r.train_seconds is not None]
@@ -279,6 +286,36 @@ def _plot_curves(groups: list[Group], path: Path) -> Path | None:
     ax_miou.set_xlabel("iteration")
     _legend(ax_loss, fontsize=7)
     _legend(ax_miou, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_pseudo_labels(groups: list[Group], path: Path) -> Path | None:
+    """Pseudo-label accuracy and confidence weight over training (the ``pl_acc`` and
+    ``pseudo_weight`` entries that self-training methods log)."""
+    series = [(gi, g, run) for gi, g in enumerate(groups) for run in g.runs
+              if any("pl_acc" in m or "pseudo_weight" in m for m in run.metrics)]
+    if not series:
+        return None
+    plt = _plt()
+    fig, (ax_acc, ax_w) = plt.subplots(1, 2, figsize=(10, 3.4))
+    labelled: set[str] = set()
+    for gi, g, run in series:
+        rows = [m for m in run.metrics if "eval" not in m]
+        label = g.label if g.label not in labelled else None
+        labelled.add(g.label)
+        for ax, key in ((ax_acc, "pl_acc"), (ax_w, "pseudo_weight")):
+            pts = [(m["iter"], m[key]) for m in rows if m.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), alpha=0.7, color=f"C{gi}", label=label)
+    ax_acc.set_title("pseudo-label pixel accuracy (diagnostics)")
+    ax_w.set_title("pseudo-label weight q")
+    for ax in (ax_acc, ax_w):
+        ax.set_xlabel("iteration")
+        ax.set_ylim(0, 1)
+        _legend(ax, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -31,6 +31,7 @@ def test_daformer_trains_logs_diagnostics_and_saves_the_teacher(tmp_path, tiny_t
     assert set(rows[0]["pl_precision"]) == set(final["per_class_iou"])
     state = load_checkpoint(run / "checkpoints" / "last.pt")["method"]["modules"]
     assert any(k.startswith("teacher.model.") for k in state) and not any(k.startswith("imnet") for k in state)
+    assert list((run / "summary_files").glob("*_pseudo_labels.png"))  # the report plots the diagnostics
     teacher, _ = load_network(run, "teacher")  # udaseg eval --network teacher works
     student, _ = load_network(run, "student")
     assert not all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values()))
