@@ -126,6 +126,9 @@ class ModelConfig:
     normalization: Optional[str] = None  # imagenet | caffe_bgr; None = the backbone family's
     align_corners: Optional[bool] = None  # None = the backbone family's convention
     hrda: Optional[dict[str, Any]] = None  # HRDA multi-resolution options (udaseg.models.hrda); None = off
+    # Whole-network initialisation from a udaseg run directory or checkpoint (its student;
+    # RUN:teacher for another network), after ``pretrained``; e.g. self-training from a source model.
+    init_from: Optional[str] = None
 
 
 @dataclass

@@ -146,7 +146,7 @@ def _fmt(mean: float | None, std: float | None, scale: float = 100.0) -> str:
 
 
 def _order(groups: list[Group]) -> list[Group]:
-    rank = {"source_only": 0, "oracle": 99}
+    rank = {"source_only": 0, "source_only+aug": 1, "source_only_continued": 2, "oracle": 99}
     return sorted(groups, key=lambda g: (rank.get(g.label, 50), g.label, g.model))
 
 

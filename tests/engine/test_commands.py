@@ -9,6 +9,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -141,3 +142,20 @@ def test_bench_reports_step_time_memory_and_ratio(tiny_train_args, tmp_path, cap
         assert r["step_s"] > 0 and r["peak_mem_mib"] > 0 and r["crop"] == [32, 64] and r["batch_size"] == 2
     assert results[0]["ratio"] == 1.0 and results[1]["ratio"] == pytest.approx(
         results[1]["step_s"] / results[0]["step_s"])
+
+
+def test_model_init_from_a_run_loads_every_weight_strictly(tiny_run, tmp_path):
+    from udaseg.models import create_model
+
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())["model"]
+    model = create_model({**cfg, "init_from": str(tiny_run)})
+    saved, _ = load_network(tiny_run)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    with pytest.raises(UdasegError, match="holds no 'teacher' network"):
+        create_model({**cfg, "init_from": f"{tiny_run}:teacher"})
+    wider = {**cfg, "backbone_options": {**cfg["backbone_options"], "width": 12}, "init_from": str(tiny_run)}
+    with pytest.raises(CheckpointMismatchError) as err:
+        create_model(wider)
+    assert str(err.value).startswith("model.init_from: ") and "shape mismatch" in str(err.value)
+    with pytest.raises(UdasegError, match="no such run directory"):
+        create_model({**cfg, "init_from": str(tmp_path / "nothing")})

@@ -61,15 +61,10 @@ def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
                       "from the run's config (keep the checkpoint inside its run directory)")
 
 
-def load_network(source: str | os.PathLike, network: str = "student", device: str | torch.device = "cpu"):
-    """The ``network`` (student, teacher …) of a udaseg run or checkpoint, in eval mode on
-    ``device``, with the run's resolved config: ``(model, cfg)``."""
-    from udaseg import config as config_lib
-    from udaseg.data.catalog import get_label_space
-    from udaseg.models import create_model, load_state_dict_strict
-
+def network_weights(source: str | os.PathLike, network: str = "student") -> tuple[dict, Path, Path]:
+    """The state dict of the ``network`` (student, teacher …) saved in a udaseg run directory or
+    checkpoint, with the run's config and checkpoint paths: ``(weights, config.yaml, checkpoint)``."""
     cfg_path, ckpt_path = locate_run(source)
-    cfg = config_lib.load_resolved(cfg_path)
     state = load_checkpoint(ckpt_path, map_location="cpu")
     modules = state.get("method", {}).get("modules") if isinstance(state, dict) else None
     if modules is None:
@@ -81,10 +76,22 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
     if not weights:
         present = sorted({k.split(".", 1)[0] for k in modules})
         raise UdasegError(f"{ckpt_path} holds no {network!r} network; it has: {', '.join(present)}")
+    return weights, cfg_path, ckpt_path
+
+
+def load_network(source: str | os.PathLike, network: str = "student", device: str | torch.device = "cpu"):
+    """The ``network`` (student, teacher …) of a udaseg run or checkpoint, in eval mode on
+    ``device``, with the run's resolved config: ``(model, cfg)``."""
     from omegaconf import OmegaConf
 
+    from udaseg import config as config_lib
+    from udaseg.data.catalog import get_label_space
+    from udaseg.models import create_model, load_state_dict_strict
+
+    weights, cfg_path, ckpt_path = network_weights(source, network)
+    cfg = config_lib.load_resolved(cfg_path)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model_cfg["pretrained"] = None  # the checkpoint holds every weight
+    model_cfg["pretrained"] = model_cfg["init_from"] = None  # the checkpoint holds every weight
     model = create_model(model_cfg, num_classes=get_label_space(cfg.benchmark.label_space).num_classes)
-    load_state_dict_strict(model, weights, source=f"{ckpt_path} [{prefix}*]")
+    load_state_dict_strict(model, weights, source=f"{ckpt_path} [{network}.*]")
     return model.to(device).eval(), cfg

@@ -17,6 +17,8 @@ Config keys (a dict or OmegaConf mapping; ``configs/model/*.yaml`` hold presets)
 ``normalization``      ``imagenet`` | ``caffe_bgr`` | {mean, std, bgr}; default: the backbone's
 ``align_corners``      logits upsampling convention; default: the backbone family's
 ``hrda``               null, or the options of the HRDA multi-resolution wrapper (:mod:`.hrda`)
+``init_from``          null, or a udaseg run directory / checkpoint whose student (``RUN:teacher``
+                       for another network) gives every weight, strictly (after ``pretrained``)
 ``name``               free label (ignored here)
 =====================  ======================================================================
 """
@@ -25,7 +27,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from udaseg.errors import ConfigError
 from udaseg.models.backbones import TIMM_PREFIX, Backbone
@@ -37,7 +42,7 @@ from udaseg.models.segmentor import EncoderDecoder, get_normalization
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("name", "backbone", "head", "num_classes", "pretrained", "backbone_options", "head_options",
-              "normalization", "align_corners", "hrda")
+              "normalization", "align_corners", "hrda", "init_from")
 
 
 def _plain(cfg: Any) -> dict:
@@ -118,4 +123,19 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
         from udaseg.models.hrda import build_hrda
 
         model = build_hrda(model, n_classes, cfg["hrda"])
+    if cfg.get("init_from"):
+        init_from_run(model, str(cfg["init_from"]))
     return model
+
+
+def init_from_run(model: nn.Module, source: str) -> None:
+    """Load every weight of ``model`` from a udaseg run directory or checkpoint: its student, or
+    another network with ``RUN:NAME`` (e.g. ``runs/x:teacher``). Strict: the run must have trained
+    the same architecture."""
+    from udaseg.engine.checkpoint import network_weights
+    from udaseg.models.weights import load_state_dict_strict
+
+    path, _, network = source.rpartition(":") if ":" in Path(source).name else (source, "", "student")
+    weights, _, ckpt_path = network_weights(path, network)
+    load_state_dict_strict(model, weights, source=f"model.init_from: {ckpt_path} [{network}.*]")
+    log.info("model: every weight loaded from %s (%s)", ckpt_path, network)
