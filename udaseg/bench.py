@@ -9,7 +9,7 @@ iterations after ``warmup`` untimed ones. Reported per config:
 * memory — on CUDA the peak allocated by PyTorch (``torch.cuda.max_memory_allocated``); on CPU the
   process's peak resident set (``ru_maxrss``) and its growth over the resident set measured after
   imports, before the method is built;
-* ``ratio`` — step time over that of the ``source_only`` config with the same benchmark (batch and
+* ``ratio`` / ``mem_ratio`` — step time / memory over that of the ``source_only`` config with the same benchmark (batch and
   crop) and precision in the same invocation, with the same model where there is one (else the
   benchmark's first: HRDA against plain training of its base network) — the cost of a method
   relative to plain supervised training.
@@ -54,11 +54,9 @@ PRESETS: dict[str, list[BenchEntry]] = {
         BenchEntry((*_MINICITY, "method=oracle")),
         BenchEntry((*_MINICITY, "method=source_only", "precision=bf16")),
         BenchEntry((*_MINICITY, "method=daformer_minicity")),
-        BenchEntry((*_MINICITY, "method=daformer_minicity", "method.mic=true", "method.mic_block_size=16",
-                    "method.label=daformer+mic")),
-        BenchEntry((*_MINICITY, "model=minicity_cnn_hrda", "method=hrda")),
-        BenchEntry((*_MINICITY, "model=minicity_cnn_hrda", "method=hrda", "method.mic=true",
-                    "method.mic_block_size=16", "method.label=hrda+mic")),
+        BenchEntry((*_MINICITY, "minicity_mic", "method=daformer_minicity", "method.label=daformer+mic")),
+        BenchEntry((*_MINICITY, "minicity_hrda")),
+        BenchEntry((*_MINICITY, "minicity_hrda", "minicity_mic", "method.label=hrda+mic")),
         # MiT-B5 + DAFormer head at the papers' 512×512 crop, batch 2: slow on a CPU, so few steps.
         BenchEntry((*_B5, "method=source_only"), steps=3, warmup=1),
         BenchEntry((*_B5, "method=source_only", "precision=bf16"), steps=3, warmup=1),
@@ -176,31 +174,32 @@ def _run_child(entry: BenchEntry, steps: int, warmup: int, device: str) -> dict:
 
 
 def add_ratios(results: list[dict]) -> None:
-    """``ratio`` = step time / that of source_only on the same benchmark (same batch and crop) and
-    precision — with the same model where there is one, else the benchmark's first source_only
-    (so HRDA is compared with plain training of its base network)."""
+    """``ratio`` = step time and ``mem_ratio`` = peak memory over those of source_only on the same
+    benchmark (same batch and crop) and precision — with the same model where there is one, else
+    the benchmark's first source_only (so HRDA is compared with plain training of its base network)."""
     ok = [r for r in results if "error" not in r]
-    same_model = {(r["benchmark"], r["model"], r["precision"]): r["step_s"] for r in ok if r["method"] == "source_only"}
-    any_model: dict[tuple, float] = {}
+    same_model = {(r["benchmark"], r["model"], r["precision"]): r for r in ok if r["method"] == "source_only"}
+    any_model: dict[tuple, dict] = {}
     for r in ok:
         if r["method"] == "source_only":
-            any_model.setdefault((r["benchmark"], r["precision"]), r["step_s"])
+            any_model.setdefault((r["benchmark"], r["precision"]), r)
     for r in ok:
         ref = same_model.get((r["benchmark"], r["model"], r["precision"])) or any_model.get((r["benchmark"], r["precision"]))
-        r["ratio"] = r["step_s"] / ref if ref else None
+        r["ratio"] = r["step_s"] / ref["step_s"] if ref else None
+        r["mem_ratio"] = r["peak_mem_mib"] / ref["peak_mem_mib"] if ref and ref["peak_mem_mib"] > 0 else None
 
 
 def format_table(results: list[dict]) -> str:
-    lines = [f"{'benchmark':<16} {'method':<16} {'model':<15} {'prec':<5} {'batch×crop':<13} "
-             f"{'step (s)':>9} {'it/s':>7} {'ratio':>6} {'mem (MiB)':>10}"]
+    lines = [f"{'benchmark':<16} {'method':<16} {'model':<17} {'prec':<5} {'batch×crop':<13} "
+             f"{'step (s)':>9} {'it/s':>7} {'ratio':>6} {'mem (MiB)':>10} {'ratio':>6}"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['config']}: FAILED: {r['error']}")
             continue
-        ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        ratio, mem_ratio = ("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("ratio", "mem_ratio"))
         crop = f"{r['batch_size']}×{r['crop'][0]}×{r['crop'][1]}"
-        lines.append(f"{r['benchmark']:<16} {r['method']:<16} {r['model']:<15} {r['precision']:<5} {crop:<13} "
-                     f"{r['step_s']:>9.3f} {1 / r['step_s']:>7.2f} {ratio:>6} {r['peak_mem_mib']:>10.0f}")
+        lines.append(f"{r['benchmark']:<16} {r['method']:<16} {r['model']:<17} {r['precision']:<5} {crop:<13} "
+                     f"{r['step_s']:>9.3f} {1 / r['step_s']:>7.2f} {ratio:>6} {r['peak_mem_mib']:>10.0f} {mem_ratio:>6}")
     return "\n".join(lines)
 
 

@@ -142,6 +142,8 @@ def test_bench_reports_step_time_memory_and_ratio(tiny_train_args, tmp_path, cap
         assert r["step_s"] > 0 and r["peak_mem_mib"] > 0 and r["crop"] == [32, 64] and r["batch_size"] == 2
     assert results[0]["ratio"] == 1.0 and results[1]["ratio"] == pytest.approx(
         results[1]["step_s"] / results[0]["step_s"])
+    assert results[0]["mem_ratio"] == 1.0 and results[1]["mem_ratio"] == pytest.approx(
+        results[1]["peak_mem_mib"] / results[0]["peak_mem_mib"])
 
 
 def test_model_init_from_a_run_loads_every_weight_strictly(tiny_run, tmp_path):
