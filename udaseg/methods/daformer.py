@@ -26,6 +26,13 @@ One iteration ``t``:
    (32-px blocks, ratio 0.7) colour-augmented target images learns the teacher's pseudo-labels of
    the unmasked ones with their weight, λ = 1 (``mic_mode=separate`` for clear→adverse: the first
    source and first target image, not augmented).
+   **EBDA** (``ebda=true``; spec ``tigda_ebda.md`` §2): λ·mean (H − H*)² of the entropy of the
+   student's prediction on the augmented mixed image, every pixel, λ 0.1, H* 0.4 nats. Default
+   ``ebda_mode=separate`` is the reference: a second student pass on the same mixed images with
+   its own backward (fresh dropout/drop-path noise, BN statistics updated again);
+   ``ebda_mode=reuse`` adds the loss to the mixed CE's logits in one backward (a third cheaper,
+   not faithful). ``ebda_dynamic``: H* an EMA of the batch entropy's 60th percentile (the
+   reference's commented-out variant).
 7. One optimizer step (AdamW, head lr ×10, warmup + poly; the schedule group).
 
 **HRDA** (``model.hrda``, Hoyer et al., ECCV 2022, spec §6) changes every student pass of 2, 6 and
@@ -57,6 +64,7 @@ import torch
 from udaseg.methods import register_method
 from udaseg.methods.augment import photometric_augment
 from udaseg.methods.base import Method, MethodConfig, MethodContext
+from udaseg.methods.entropy_balance import DynamicEntropyTarget, entropy_balance_loss
 from udaseg.methods.feature_distance import THING_CLASSES, feature_distance
 from udaseg.methods.losses import seg_cross_entropy
 from udaseg.methods.masking import MIC_MODES, block_mask
@@ -64,6 +72,8 @@ from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
 from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
 from udaseg.methods.teacher import EMATeacher
 from udaseg.models.hrda import HRDASegmentor, hrda_loss
+
+EBDA_MODES = ("separate", "reuse")
 
 
 @dataclass
@@ -89,6 +99,14 @@ class DAFormerConfig(MethodConfig):
     mic_lambda: float = 1.0
     # HRDA (an option of the model: model.hrda): the detail crop's share of the loss.
     hr_loss_weight: float = 0.1
+    # EBDA (entropy balance of the mixed prediction), an option of the self-training methods.
+    ebda: bool = False
+    ebda_lambda: float = 0.1
+    ebda_target: float = 0.4  # H* in nats (the dynamic target's start)
+    ebda_mode: str = "separate"  # separate (reference: its own student pass) | reuse (the mixed CE's logits)
+    ebda_dynamic: bool = False  # H* = EMA of a percentile of the batch entropy (reference, commented out)
+    ebda_momentum: float = 0.9999
+    ebda_percentile: float = 60.0
 
 
 @register_method("daformer")
@@ -103,6 +121,8 @@ class DAFormer(Method):
             raise ValueError(f"method.mix_classes must be one of {MIX_CLASS_MODES}, got {cfg.mix_classes!r}")
         if cfg.mic_mode not in MIC_MODES:
             raise ValueError(f"method.mic_mode must be one of {MIC_MODES}, got {cfg.mic_mode!r}")
+        if cfg.ebda_mode not in EBDA_MODES:
+            raise ValueError(f"method.ebda_mode must be one of {EBDA_MODES}, got {cfg.ebda_mode!r}")
         self.student = create_model(ctx.model_cfg, num_classes=ctx.num_classes)
         self.hrda = isinstance(self.student, HRDASegmentor)
         self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
@@ -112,10 +132,13 @@ class DAFormer(Method):
             self.imnet_backbone = copy.deepcopy(self.student.backbone).eval()
             for p in self.imnet_backbone.parameters():
                 p.requires_grad_(False)
+        self.entropy_target = (DynamicEntropyTarget(cfg.ebda_target, cfg.ebda_momentum, cfg.ebda_percentile)
+                               if cfg.ebda and cfg.ebda_dynamic else None)
         self.optimizers["main"] = self.build_student_optimizer()
         self._diag_confusion = torch.zeros(ctx.num_classes, ctx.num_classes, dtype=torch.int64)
         self._last_pseudo: tuple | None = None
         self._weights: list[float] = []
+        self._entropies: list[float] = []
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -131,8 +154,10 @@ class DAFormer(Method):
         tgt_img = self.student.normalize(target["img"])
         losses = {}
 
+        # Under DDP every student pass but the iteration's last only accumulates gradients.
+        last = "mic" if cfg.mic else "eb" if cfg.ebda and cfg.ebda_mode == "separate" else "mix"
         with self.grad_sync(False):  # 2.
-            loss, src_feats = self.supervised_loss(src_img, source["label"])
+            loss, src_feats, _ = self.supervised_loss(src_img, source["label"])
             losses["loss_src"] = loss
             if self.imnet_backbone is not None:
                 loss_fd = self.feature_distance_loss(src_img, src_feats[-1], source["label"])
@@ -156,9 +181,18 @@ class DAFormer(Method):
                                         jitter_p=cfg.color_jitter_p, jitter_strength=cfg.color_jitter_strength,
                                         blur=cfg.blur)
 
-        with self.grad_sync(not cfg.mic):  # 6.
-            loss_mix = losses["loss_mix"] = self.supervised_loss(mixed_img, mixed_label, mixed_weight)[0]
+        with self.grad_sync(last == "mix"):  # 6.
+            loss_mix, _, mixed_logits = self.supervised_loss(mixed_img, mixed_label, mixed_weight)
+            losses["loss_mix"] = loss_mix
+            if cfg.ebda and cfg.ebda_mode == "reuse":  # EBDA on the logits of the mixed CE: one backward
+                losses["loss_eb"] = self.entropy_balance(mixed_logits, mixed_img.shape[-2:])
+                loss_mix = loss_mix + losses["loss_eb"]
             self.backward(loss_mix)
+
+        if cfg.ebda and cfg.ebda_mode == "separate":  # EBDA: its own student pass on the same mixed images
+            with self.grad_sync(last == "eb"):
+                losses["loss_eb"] = self.entropy_balance(self.student_pass(mixed_img)[0], mixed_img.shape[-2:])
+                self.backward(losses["loss_eb"])
 
         if cfg.mic:  # MIC: the student on masked images learns the teacher's labels of the unmasked ones
             masked_img, masked_label, masked_weight = self.masked_batch(src_img, source["label"], tgt_img,
@@ -172,19 +206,36 @@ class DAFormer(Method):
         self._weights.append(float(pl_weight.max()))
         return {k: v.detach() for k, v in losses.items()}
 
-    def supervised_loss(self, img, label, weight=None):
-        """(loss, backbone features) of the student on ``img``: pixel-weighted cross-entropy, or
-        with an HRDA model 0.9·CE(fused) + 0.1·CE(detail crop) on a fresh detail box (the
-        features are then the context branch's)."""
+    def student_pass(self, img):
+        """The student's training forward: (prediction logits, backbone features, HRDA's
+        (detail logits, detail box) or None). With an HRDA model the prediction is the fused one
+        on a fresh detail box and the features are the context branch's."""
         net = self.net("student")
-        if self.hrda:
-            with self.autocast():
-                fused, hr, box, features = net(img, train_crop=True)
-            return hrda_loss(fused, hr, box, label, weight, hr_weight=self.cfg.hr_loss_weight,
-                             norm=self.cfg.loss_norm), features
         with self.autocast():
+            if self.hrda:
+                fused, hr, box, features = net(img, train_crop=True)
+                return fused, features, (hr, box)
             logits, features = net(img, return_features=True)
-        return seg_cross_entropy(logits, label, weight, norm=self.cfg.loss_norm), features
+        return logits, features, None
+
+    def supervised_loss(self, img, label, weight=None):
+        """(loss, backbone features, prediction logits) of the student on ``img``: pixel-weighted
+        cross-entropy, or with an HRDA model 0.9·CE(fused) + 0.1·CE(detail crop)."""
+        logits, features, detail = self.student_pass(img)
+        if detail is not None:
+            loss = hrda_loss(logits, *detail, label, weight, hr_weight=self.cfg.hr_loss_weight, norm=self.cfg.loss_norm)
+        else:
+            loss = seg_cross_entropy(logits, label, weight, norm=self.cfg.loss_norm)
+        return loss, features, logits
+
+    def entropy_balance(self, logits, size):
+        """EBDA: λ·mean (H − H*)² over every pixel of the prediction (H* fixed, or dynamic)."""
+        target = self.entropy_target.value if self.entropy_target is not None else self.cfg.ebda_target
+        loss, entropy = entropy_balance_loss(logits, tuple(size), target, self.cfg.ebda_lambda)
+        if self.entropy_target is not None:
+            self.entropy_target.update(entropy)
+        self._entropies.append(float(entropy.mean()))
+        return loss
 
     def masked_batch(self, src_img, src_label, tgt_img, pl_label, pl_weight):
         """MIC's masked images with their targets. ``separatetrgaug``: the colour-augmented target
@@ -232,6 +283,11 @@ class DAFormer(Method):
         if self._weights:
             row["pseudo_weight"] = sum(self._weights) / len(self._weights)
             self._weights = []
+        if self._entropies:  # EBDA: the mixed prediction's mean entropy (nats) and the target
+            row["mixed_entropy"] = sum(self._entropies) / len(self._entropies)
+            row["entropy_target"] = (float(self.entropy_target.value) if self.entropy_target is not None
+                                     else self.cfg.ebda_target)
+            self._entropies = []
         conf = self._diag_confusion
         if int(conf.sum()):
             row["pl_acc"] = float(conf.diag().sum() / conf.sum())

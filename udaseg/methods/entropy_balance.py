@@ -1,0 +1,56 @@
+"""EBDA's entropy balance (spec ``tigda_ebda.md`` §2): pull every pixel's prediction entropy
+towards a target H*.
+
+L_EB = λ · mean_p (H(p) − H*)², H(p) = −Σ_k s_k(p) ln s_k(p) in nats of the softmax ``s`` of the
+logits upsampled to the image size, averaged over **every** pixel (ignored and source-pasted ones
+included; no pseudo-label weight). dL/dH = 2λ(H − H*)/N: uncertain pixels (H > H*) are sharpened,
+over-confident ones (H < H*) softened. λ = 0.1 and H* = 0.4 nats in the reference.
+
+:class:`DynamicEntropyTarget` is the reference's commented-out variant: H* follows an EMA
+(momentum 0.9999) of a percentile (60th) of the batch's per-pixel entropy. Its starting value is
+not in the code; we start it at the fixed H* (0.4), since starting at the first batch's
+percentile would pin H* near the maximum entropy for thousands of iterations at momentum 0.9999.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from udaseg.methods.losses import upsample_to
+
+
+def pixel_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of the softmax over dim 1: [B,C,H,W] → [B,H,W] (fp32)."""
+    log_p = logits.float().log_softmax(dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def entropy_balance_loss(logits: torch.Tensor, size: tuple[int, int], target: float | torch.Tensor,
+                         weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(λ·mean (H − H*)², H) of ``logits`` [B,C,h,w] upsampled to ``size``; H is returned detached
+    for statistics and the dynamic target."""
+    entropy = pixel_entropy(upsample_to(logits, size))
+    return weight * (entropy - target).pow(2).mean(), entropy.detach()
+
+
+class DynamicEntropyTarget(nn.Module):
+    """H* ← m·H* + (1 − m)·percentile_q(H of the batch); a buffer, so it is checkpointed."""
+
+    def __init__(self, initial: float = 0.4, momentum: float = 0.9999, percentile: float = 60.0):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"entropy target momentum must be in [0, 1), got {momentum}")
+        if not 0.0 < percentile < 100.0:
+            raise ValueError(f"entropy target percentile must be in (0, 100), got {percentile}")
+        self.momentum, self.percentile = momentum, percentile
+        self.register_buffer("value", torch.tensor(float(initial)))
+
+    @torch.no_grad()
+    def update(self, entropy: torch.Tensor) -> float:
+        flat = entropy.flatten().float()
+        if flat.numel() > 2 ** 24:  # torch.quantile's input limit; a strided subsample keeps the quantile
+            flat = flat[:: flat.numel() // 2 ** 24 + 1]
+        q = torch.quantile(flat, self.percentile / 100.0)
+        self.value.mul_(self.momentum).add_((1 - self.momentum) * q.to(self.value))
+        return float(self.value)
