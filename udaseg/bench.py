@@ -9,6 +9,8 @@ iterations after ``warmup`` untimed ones. Reported per config:
 * memory — on CUDA the peak allocated by PyTorch (``torch.cuda.max_memory_allocated``); on CPU the
   process's peak resident set (``ru_maxrss``) and its growth over the resident set measured after
   imports, before the method is built;
+* ``ratio_to_daformer`` / ``mem_ratio_to_daformer`` — the same against plain ``daformer`` with the
+  same benchmark, model and precision, for DAFormer's add-ons (MIC, TigDA, EBDA);
 * ``ratio`` / ``mem_ratio`` — step time / memory over that of the ``source_only`` config with the same benchmark (batch and
   crop) and precision in the same invocation, with the same model where there is one (else the
   benchmark's first: HRDA against plain training of its base network) — the cost of a method
@@ -57,6 +59,10 @@ PRESETS: dict[str, list[BenchEntry]] = {
         BenchEntry((*_MINICITY, "minicity_mic", "method=daformer_minicity", "method.label=daformer+mic")),
         BenchEntry((*_MINICITY, "minicity_hrda")),
         BenchEntry((*_MINICITY, "minicity_hrda", "minicity_mic", "method.label=hrda+mic")),
+        BenchEntry((*_MINICITY, "minicity_tigda", "method=daformer_minicity")),
+        BenchEntry((*_MINICITY, "minicity_ebda", "method=daformer_minicity")),
+        BenchEntry((*_MINICITY, "minicity_ebda", "method=daformer_minicity", "method.ebda_mode=reuse",
+                    "method.label=daformer+ebda(reuse)")),
         # MiT-B5 + DAFormer head at the papers' 512×512 crop, batch 2: slow on a CPU, so few steps.
         BenchEntry((*_B5, "method=source_only"), steps=3, warmup=1),
         BenchEntry((*_B5, "method=source_only", "precision=bf16"), steps=3, warmup=1),
@@ -187,19 +193,25 @@ def add_ratios(results: list[dict]) -> None:
         ref = same_model.get((r["benchmark"], r["model"], r["precision"])) or any_model.get((r["benchmark"], r["precision"]))
         r["ratio"] = r["step_s"] / ref["step_s"] if ref else None
         r["mem_ratio"] = r["peak_mem_mib"] / ref["peak_mem_mib"] if ref and ref["peak_mem_mib"] > 0 else None
+    # Add-ons of the self-training core (MIC, TigDA, EBDA …) against plain DAFormer on the same model.
+    daformer = {(r["benchmark"], r["model"], r["precision"]): r for r in ok if r["method"] == "daformer"}
+    for r in ok:
+        ref = daformer.get((r["benchmark"], r["model"], r["precision"])) if r["method_name"] == "daformer" else None
+        r["ratio_to_daformer"] = r["step_s"] / ref["step_s"] if ref else None
+        r["mem_ratio_to_daformer"] = r["peak_mem_mib"] / ref["peak_mem_mib"] if ref and ref["peak_mem_mib"] > 0 else None
 
 
 def format_table(results: list[dict]) -> str:
     lines = [f"{'benchmark':<16} {'method':<16} {'model':<17} {'prec':<5} {'batch×crop':<13} "
-             f"{'step (s)':>9} {'it/s':>7} {'ratio':>6} {'mem (MiB)':>10} {'ratio':>6}"]
+             f"{'step (s)':>9} {'it/s':>7} {'ratio':>6} {'mem (MiB)':>10} {'ratio':>6} {'×DAF':>5}"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['config']}: FAILED: {r['error']}")
             continue
-        ratio, mem_ratio = ("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("ratio", "mem_ratio"))
+        ratio, mem_ratio, daf = ("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("ratio", "mem_ratio", "ratio_to_daformer"))
         crop = f"{r['batch_size']}×{r['crop'][0]}×{r['crop'][1]}"
         lines.append(f"{r['benchmark']:<16} {r['method']:<16} {r['model']:<17} {r['precision']:<5} {crop:<13} "
-                     f"{r['step_s']:>9.3f} {1 / r['step_s']:>7.2f} {ratio:>6} {r['peak_mem_mib']:>10.0f} {mem_ratio:>6}")
+                     f"{r['step_s']:>9.3f} {1 / r['step_s']:>7.2f} {ratio:>6} {r['peak_mem_mib']:>10.0f} {mem_ratio:>6} {daf:>5}")
     return "\n".join(lines)
 
 

@@ -161,3 +161,18 @@ def test_model_init_from_a_run_loads_every_weight_strictly(tiny_run, tmp_path):
     assert str(err.value).startswith("model.init_from: ") and "shape mismatch" in str(err.value)
     with pytest.raises(UdasegError, match="no such run directory"):
         create_model({**cfg, "init_from": str(tmp_path / "nothing")})
+
+
+def test_bench_ratios_against_source_only_and_daformer():
+    from udaseg.bench import add_ratios
+
+    def row(method, name, model, step, mem):
+        return {"benchmark": "b", "method": method, "method_name": name, "model": model, "precision": "fp32",
+                "step_s": step, "peak_mem_mib": mem}
+
+    rows = [row("source_only", "source_only", "cnn", 1.0, 100.0), row("daformer", "daformer", "cnn", 2.0, 130.0),
+            row("daformer+tigda", "daformer", "cnn", 3.0, 260.0), row("hrda", "daformer", "cnn_hrda", 2.5, 120.0)]
+    add_ratios(rows)
+    assert [r["ratio"] for r in rows] == [1.0, 2.0, 3.0, 2.5]  # HRDA: against source-only of its base network
+    assert rows[2]["ratio_to_daformer"] == 1.5 and rows[2]["mem_ratio_to_daformer"] == 2.0
+    assert rows[0]["ratio_to_daformer"] is None and rows[3]["ratio_to_daformer"] is None

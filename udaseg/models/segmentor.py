@@ -95,6 +95,9 @@ class EncoderDecoder(nn.Module):
         self.decode_head = decode_head
         self.preprocess = InputNormalizer(normalization)
         self.align_corners = align_corners
+        # A training-only second head on the same features (TigDA's CMF head), attached by the
+        # method that trains it; never part of the exported network.
+        self.aux_head: nn.Module | None = None
 
     @property
     def num_classes(self) -> int:
@@ -116,9 +119,18 @@ class EncoderDecoder(nn.Module):
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.decode_head(features)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, aux: bool = False):
         """Logits at the head's stride; with ``return_features`` also the backbone stages (for
-        losses on features, e.g. DAFormer's feature distance, through a DDP wrapper)."""
+        losses on features, e.g. DAFormer's feature distance, through a DDP wrapper); with
+        ``aux`` also the auxiliary head's logits, last."""
         features = self.extract_features(x)
-        logits = self.decode(features)
-        return (logits, features) if return_features else logits
+        out = [self.decode(features)]
+        if return_features:
+            out.append(features)
+        if aux:
+            out.append(self.aux_head(features))
+        return tuple(out) if len(out) > 1 else out[0]
+
+    def auxiliary_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head alone on ``x`` (e.g. TigDA's pseudo-labels from the teacher's CMF head)."""
+        return self.aux_head(self.extract_features(x))

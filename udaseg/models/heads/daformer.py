@@ -73,6 +73,19 @@ class ASPPFusion(nn.Module):
         return self.bottleneck(torch.cat([branch(x) for branch in self.aspp_modules], dim=1))
 
 
+def embed_and_fuse(embed_layers, fuse_layer, features: list[torch.Tensor], align_corners: bool) -> torch.Tensor:
+    """Token-wise embedding of every stage, bilinear to the first stage's size, concatenation,
+    fusion: DAFormer's decoder up to its classifier (shared with TigDA's CMF head)."""
+    size = features[0].shape[-2:]
+    maps = []
+    for layer, x in zip(embed_layers, features):
+        x = layer(x)
+        if x.shape[-2:] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+        maps.append(x)
+    return fuse_layer(torch.cat(maps, dim=1))
+
+
 class DAFormerHead(DecodeHead):
     def __init__(self, in_channels, in_strides, num_classes: int, embed_dim: int = 256, channels: int | None = None,
                  fusion: str = "aspp", dilations: tuple[int, ...] | list[int] = (1, 6, 12, 18), separable: bool = True,
@@ -96,14 +109,7 @@ class DAFormerHead(DecodeHead):
         self.embed_channels = channels
 
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
-        size = features[0].shape[-2:]
-        maps = []
-        for layer, x in zip(self.embed_layers, features):
-            x = layer(x)
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
-            maps.append(x)
-        return self.fuse_layer(torch.cat(maps, dim=1))
+        return embed_and_fuse(self.embed_layers, self.fuse_layer, features, self.align_corners)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(x))
