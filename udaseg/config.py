@@ -66,6 +66,10 @@ class TrainDataConfig:
     # pseudo-labels weigh 0, moved with the crop (a "valid_pseudo" map in the batch); None = off.
     pseudo_margins: Optional[list[int]] = None
     rcs: RareClassSamplingConfig = field(default_factory=RareClassSamplingConfig)
+    # More datasets joined into this stream (e.g. Rain Cityscapes beside Foggy as one target), each
+    # {dataset, root, split, options} with this stream's transforms; mixed by ``union_mix``.
+    union: list[dict[str, Any]] = field(default_factory=list)
+    union_mix: str = "concat"  # concat (each image once per epoch) | balanced (parts drawn equally often)
 
 
 @dataclass

@@ -189,3 +189,34 @@ def test_stream_in_a_dataloader_with_workers_matches_in_process(tmp_path):
     batches = list(loader)
     assert [int(i) for b in batches for i in b["index"]] == [stream[d]["index"] for d in (10, 11, 12, 13)]
     assert torch.equal(batches[1]["img"][1], stream[13]["img"])
+
+
+class _Part:
+    def __init__(self, name, n, space="cityscapes19"):
+        from udaseg.data.catalog import get_label_space
+
+        self.name, self.n, self.label_space = name, n, get_label_space(space)
+
+    def __len__(self):
+        return self.n
+
+    def load(self, i):
+        assert 0 <= i < self.n
+        return (self.name, i)
+
+
+def test_union_of_datasets_concat_and_balanced():
+    from udaseg.data.sampling import UnionDataset
+
+    fog, rain = _Part("fog", 5), _Part("rain", 2)
+    concat = UnionDataset([fog, rain], "concat")
+    assert len(concat) == 7 and [concat.load(i) for i in (0, 4, 5, 6)] == [("fog", 0), ("fog", 4), ("rain", 0), ("rain", 1)]
+    balanced = UnionDataset([fog, rain], "balanced")
+    assert len(balanced) == 10  # 2 parts × the largest (5)
+    drawn = [balanced.load(i) for i in range(10)]
+    assert drawn[:4] == [("fog", 0), ("rain", 0), ("fog", 1), ("rain", 1)] and drawn[5] == ("rain", 0)
+    assert sum(1 for d in drawn if d[0] == "rain") == 5  # each part half of the epoch
+    with pytest.raises(ValueError, match="mix"):
+        UnionDataset([fog], "weighted")
+    with pytest.raises(DataError, match="label spaces"):
+        UnionDataset([fog, _Part("syn", 2, "synthia16")])

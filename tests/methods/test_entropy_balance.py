@@ -74,9 +74,9 @@ def _count_student_calls(monkeypatch):
     calls = []
     original = DAFormer.student_pass
 
-    def counting(self, img):
+    def counting(self, img, **kwargs):
         calls.append(img.shape[0])
-        return original(self, img)
+        return original(self, img, **kwargs)
 
     monkeypatch.setattr(DAFormer, "student_pass", counting)
     return calls
@@ -110,3 +110,21 @@ def test_unknown_ebda_mode_is_an_error(tmp_path, tiny_train_args):
     with pytest.raises(ValueError, match="ebda_mode"):
         trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda_mode": "fast"})),
                       tmp_path / "r", progress=False)
+
+
+def test_foggy_and_rain_as_one_target_stream(tmp_path, tiny_train_args):
+    """cs2foggyrain's layout on MiniCity: Foggy (every β) and Rain Cityscapes joined, balanced."""
+    from udaseg.engine.trainer import build_stream
+
+    args = tiny_train_args("ebda", iters=1, benchmark="minicity_cs2foggy", **{
+        "benchmark.target.options": "{beta: all}", "benchmark.target.union_mix": "balanced",
+        "benchmark.target.union": "[{dataset: cityscapes_rain, root: cityscapes}]",
+        "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4, "method.fd_lambda": 0})
+    cfg = config_lib.compose(args)
+    stream = build_stream(cfg.benchmark.target, cfg.data_root, "cityscapes19", 0, 1)
+    fog, rain = stream.dataset.parts
+    assert len(stream) == 2 * max(len(fog), len(rain)) and len(rain) < len(fog)
+    trainer.train(cfg, tmp_path / "r", progress=False)
+    bad = config_lib.compose(args[:-1] + ["benchmark.target.union=[{dataset: cityscapes_rain}]"])
+    with pytest.raises(Exception, match=r"union\[0\]"):
+        build_stream(bad.benchmark.target, bad.data_root, "cityscapes19", 0, 1)

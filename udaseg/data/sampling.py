@@ -206,3 +206,43 @@ class TrainStream(torch.utils.data.Dataset):
                 sample = self.pipeline.augment(resized, rng)
                 recrops += 1
         return sample, recrops
+
+
+UNION_MIXES = ("concat", "balanced")
+
+
+class UnionDataset:
+    """Several datasets as one training set (e.g. Foggy + Rain Cityscapes as one adverse target):
+    ``concat`` — every image once per epoch, so the parts weigh by their size; ``balanced`` —
+    the parts take turns (index i → part i mod k, its image (i div k) mod n_part), so each part
+    is drawn equally often whatever its size; an epoch is k × the largest part."""
+
+    def __init__(self, parts: Sequence[Any], mix: str = "concat"):
+        if mix not in UNION_MIXES:
+            raise ValueError(f"mix must be one of {UNION_MIXES}, got {mix!r}")
+        if not parts:
+            raise ValueError("a union needs at least one dataset")
+        self.parts, self.mix = list(parts), mix
+        self.label_space = self.parts[0].label_space
+        for part in self.parts[1:]:
+            if part.label_space.name != self.label_space.name:
+                raise DataError(f"cannot join datasets of label spaces {self.label_space.name} and {part.label_space.name}")
+        self.has_labels = all(getattr(p, "has_labels", True) for p in self.parts)
+        self._offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        if self.mix == "balanced":
+            return len(self.parts) * max(len(p) for p in self.parts)
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(part, index in the part) of a union index."""
+        if self.mix == "balanced":
+            part = index % len(self.parts)
+            return part, (index // len(self.parts)) % len(self.parts[part])
+        part = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return part, index - int(self._offsets[part])
+
+    def load(self, index: int) -> dict[str, Any]:
+        part, i = self.locate(int(index))
+        return self.parts[part].load(i)

@@ -146,10 +146,23 @@ def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | N
 
 
 def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream: int):
-    from udaseg.data.sampling import RareClassSampling, TrainStream
+    from udaseg.data.sampling import RareClassSampling, TrainStream, UnionDataset
     from udaseg.data.transforms import TrainPipeline
 
     dataset = build_dataset(spec, data_root, label_space)
+    if spec.union:
+        if spec.rcs.enabled:
+            raise ConfigError("rare class sampling on a union of datasets is not supported; "
+                              "switch off rcs or the union")
+        parts = [dataset]
+        for i, extra in enumerate(spec.union):
+            extra = dict(extra)
+            unknown = sorted(set(extra) - {"dataset", "root", "split", "options"})
+            if unknown or "dataset" not in extra or "root" not in extra:
+                raise ConfigError(f"union[{i}]: expected keys dataset, root (and split, options), got {sorted(extra)}")
+            part = OmegaConf.create({"split": spec.split, "options": {}, **extra})
+            parts.append(build_dataset(part, data_root, label_space))
+        dataset = UnionDataset(parts, spec.union_mix)
     pipeline = TrainPipeline(
         img_scale=spec.img_scale, ratio_range=spec.ratio_range, fit_size=spec.fit_size, resize_to=spec.resize_to,
         interpolation=spec.interpolation, crop_size=spec.crop_size, cat_max_ratio=spec.cat_max_ratio,
