@@ -212,6 +212,11 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                       "enter a loss or select a model). Left: pixel accuracy of the teacher's pseudo-labels; "
                       "right: the batch confidence weight q (fraction of pixels with confidence ≥ τ).", "",
                       f"![{diagnostics.stem}]({pictures.name}/{diagnostics.name})", ""]
+        entropy = _plot_entropy(bench_groups, pictures / f"{stem}_entropy.png")
+        if entropy is not None:
+            lines += [f"Entropy of the predictions on {eval_name} (labelled pixels, summed over seeds, as a share "
+                      "of each method's pixels): solid where the prediction is right, dashed where it is wrong; "
+                      "x in nats up to ln C.", "", f"![{entropy.stem}]({pictures.name}/{entropy.name})", ""]
         lines += ["Provenance:", ""]
         for g in bench_groups:
             times = [r.train_seconds for r in g.runs if r.train_seconds is not None]
@@ -316,6 +321,34 @@ def _plot_pseudo_labels(groups: list[Group], path: Path) -> Path | None:
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 1)
         _legend(ax, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_entropy(groups: list[Group], path: Path) -> Path | None:
+    """Per-pixel prediction entropy of each method (the ``entropy_histogram`` of its eval rows)."""
+    hists = []
+    for gi, g in enumerate(groups):
+        rows = [row["entropy_histogram"] for row in g.results if row.get("entropy_histogram")]
+        if rows:
+            correct = np.sum([r["correct"] for r in rows], axis=0).astype(np.float64)
+            wrong = np.sum([r["wrong"] for r in rows], axis=0).astype(np.float64)
+            hists.append((gi, g.label, rows[0]["max"], correct, wrong))
+    if not hists:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for gi, label, top, correct, wrong in hists:
+        total = max(correct.sum() + wrong.sum(), 1.0)
+        centres = (np.arange(len(correct)) + 0.5) * top / len(correct)
+        ax.plot(centres, correct / total, color=f"C{gi}", label=label)
+        ax.plot(centres, wrong / total, color=f"C{gi}", linestyle="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("entropy (nats)")
+    ax.set_ylabel("share of pixels")
+    _legend(ax, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

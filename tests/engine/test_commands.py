@@ -123,7 +123,10 @@ def test_report_over_seeds(tiny_run, tiny_train_args, tmp_path):
     a, b = (json.loads((tmp_path / "runs" / s / "eval.json").read_text())["mIoU19"] for s in ("s0", "s1"))
     mean, std = np.mean([a, b]) * 100, np.std([a, b], ddof=1) * 100
     assert f"{mean:.1f} ± {std:.1f}" in text and "2 (0, 1)" in text
-    assert len(list((tmp_path / "report_files").glob("*.png"))) == 3
+    pictures = sorted(f.name.rsplit("_", 1)[-1] for f in (tmp_path / "report_files").glob("*.png"))
+    assert pictures == ["class.png", "confusion.png", "curves.png", "entropy.png"]
+    hist = json.loads((tmp_path / "runs" / "s1" / "eval.json").read_text())["entropy_histogram"]
+    assert len(hist["correct"]) == hist["bins"] and sum(hist["correct"]) + sum(hist["wrong"]) > 0
     with pytest.raises(UdasegError, match="seed"):  # the same seed twice is a mistake, not a sample
         from udaseg.report import write_report
 

@@ -166,3 +166,19 @@ def test_export_formats(tmp_path):
     assert overlay[0, 0].tolist() == [114, 82, 114]  # (100 + colour) / 2, rounded
     trainid = np.asarray(Image.open(export_prediction(pred, tmp_path, "x", "trainid", space)))
     assert trainid.tolist() == [[0, 10], [13, 255]] and trainid.dtype == np.uint8
+
+
+def test_entropy_histogram_by_hand():
+    import math
+
+    from udaseg.engine.evaluator import EntropyHistogram
+
+    hist = EntropyHistogram(num_classes=2, bins=4)
+    scores = torch.tensor([[[[0.0, 20.0, 20.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]]]])  # [1, 2, 1, 4]
+    label = torch.tensor([[[0, 0, 1, 255]]])
+    hist.update(scores, label)
+    out = hist.to_json()
+    # pixel 0: uniform, H = ln 2 = the maximum → last bin; argmax 0 = label: correct.
+    # pixel 1: confident class 0 (H ≈ 0) and right; pixel 2: the same prediction, label 1: wrong.
+    assert out["max"] == pytest.approx(math.log(2)) and out["bins"] == 4
+    assert out["correct"] == [1, 0, 0, 1] and out["wrong"] == [1, 0, 0, 0]  # the ignored pixel counts nowhere

@@ -73,6 +73,36 @@ class ConfusionMatrix:
         return self.matrix.cpu().numpy()
 
 
+ENTROPY_BINS = 40
+
+
+class EntropyHistogram:
+    """Counts of the per-pixel prediction entropy (nats, of the softmax of the evaluated scores)
+    over the labelled pixels, in ``ENTROPY_BINS`` equal bins over [0, ln C], separately for
+    correctly and wrongly predicted pixels — how confident a model is where it is right and
+    where it is wrong (EBDA's entropy balance acts on exactly this)."""
+
+    def __init__(self, num_classes: int, bins: int = ENTROPY_BINS, device: torch.device | str = "cpu"):
+        self.bins, self.max_entropy = bins, float(np.log(num_classes))
+        self.counts = torch.zeros(2, bins, dtype=torch.int64, device=device)  # [correct, wrong]
+
+    def update(self, scores: torch.Tensor, label: torch.Tensor) -> None:
+        log_p = scores.float().log_softmax(dim=1)
+        entropy = -(log_p.exp() * log_p).sum(dim=1)
+        valid = label != IGNORE_INDEX
+        wrong = (log_p.argmax(dim=1) != label)[valid].long()
+        index = (entropy[valid] / self.max_entropy * self.bins).long().clamp_(0, self.bins - 1)
+        self.counts += torch.bincount(wrong * self.bins + index, minlength=2 * self.bins).reshape(2, self.bins)
+
+    def all_reduce(self) -> "EntropyHistogram":
+        dist.all_reduce_sum(self.counts)
+        return self
+
+    def to_json(self) -> dict:
+        counts = self.counts.cpu().tolist()
+        return {"max": self.max_entropy, "bins": self.bins, "correct": counts[0], "wrong": counts[1]}
+
+
 def per_class_iou(matrix: np.ndarray) -> np.ndarray:
     """IoU per class (``float64 [C]``) from a ``[C, C+1]`` (or ``[C, C]``) confusion matrix;
     NaN where the class is absent from both ground truth and prediction."""
@@ -119,6 +149,7 @@ class EvalResult:
     split: str = ""
     network: str = "student"
     protocol: dict[str, Any] = field(default_factory=lambda: {"mode": "whole", "flip": False, "test_scale": None})
+    entropy: dict | None = None  # EntropyHistogram.to_json() of the prediction
 
     @property
     def iou(self) -> np.ndarray:
@@ -156,6 +187,8 @@ class EvalResult:
             "network": self.network,
             "num_images": self.num_images,
         }
+        if self.entropy is not None:
+            out["entropy_histogram"] = self.entropy
         return out
 
     def dumps(self) -> str:
@@ -225,6 +258,7 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
     loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size), sampler=sampler,
                                          num_workers=num_workers, collate_fn=_collate)
     confusion = ConfusionMatrix(label_space.num_classes, device=device)
+    entropy = EntropyHistogram(label_space.num_classes, device=device)
     seen = torch.zeros((), dtype=torch.int64)
     bar = None
     if progress and dist.is_main():
@@ -241,9 +275,10 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
                     raise DataError(f"{name} {split}: item {run[0].get('name', '?')!r} has no label to evaluate against")
                 img = torch.stack([item["img"] for item in run]).to(device)
                 label = torch.stack([item["label"] for item in run]).to(device)
-                pred = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window, stride=stride,
-                                    flip=flip, out_size=tuple(label.shape[-2:]), amp_dtype=amp_dtype).argmax(dim=1)
-                confusion.update(pred, label)
+                scores = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window, stride=stride,
+                                      flip=flip, out_size=tuple(label.shape[-2:]), amp_dtype=amp_dtype)
+                confusion.update(scores.argmax(dim=1), label)
+                entropy.update(scores, label)
                 seen += len(run)
                 if bar is not None:
                     bar.update(len(run))
@@ -253,11 +288,12 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
             bar.close()
 
     confusion.all_reduce()
+    entropy.all_reduce()
     dist.all_reduce_sum(seen)
     if int(seen) != len(dataset):
         raise RuntimeError(f"evaluated {int(seen)} images but the dataset has {len(dataset)}")
     return EvalResult(label_space, confusion.numpy(), int(seen), name, split, network,
-                      describe(mode, test_scale, window, stride, flip))
+                      describe(mode, test_scale, window, stride, flip), entropy.to_json())
 
 
 # ---------------------------------------------------------------------------------------------
