@@ -1,5 +1,6 @@
-"""Run by torchrun from test_daformer.py: train DAFormer for a few iterations under DDP (gloo) and
-save each rank's teacher and student parameters. Not a test module itself."""
+"""Run by torchrun from the method tests: train a method for a few iterations under DDP (gloo) and
+save each rank's method state (and, where there is one, its teacher and student parameters
+apart). Not a test module itself."""
 
 import json
 import sys
@@ -26,7 +27,9 @@ def main(out_dir: str, args: str) -> None:
     trainer.train(cfg, Path(out_dir) / "run", progress=False)
     method = captured["method"]
     rank = dist.rank()
-    torch.save(method.teacher.model.state_dict(), Path(out_dir) / f"teacher{rank}.pt")
+    torch.save(method.state_dict(), Path(out_dir) / f"method{rank}.pt")
+    if hasattr(method, "teacher"):
+        torch.save(method.teacher.model.state_dict(), Path(out_dir) / f"teacher{rank}.pt")
     torch.save(method.student.state_dict(), Path(out_dir) / f"student{rank}.pt")
     dist.destroy()
 

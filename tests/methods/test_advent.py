@@ -1,0 +1,102 @@
+"""ADVENT's pieces by hand (entropy map, MinEnt, discriminator shape, domain BCE) and the method:
+update order, a frozen discriminator during the generator step, DDP across two gloo ranks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from udaseg import config as config_lib
+from udaseg.engine import trainer
+from udaseg.engine.checkpoint import load_checkpoint
+from udaseg.methods.adversarial import FCDiscriminator, domain_bce, entropy_map, minent_loss
+
+
+def test_entropy_map_and_minent_by_hand():
+    prob = torch.tensor([0.5, 0.25, 0.25]).view(1, 3, 1, 1)
+    e = entropy_map(prob).flatten()
+    # −p log2 p / log2 3: 0.5·1, 0.25·2, 0.25·2 → each / 1.58496
+    assert e.tolist() == pytest.approx([0.5 / math.log2(3), 0.5 / math.log2(3), 0.5 / math.log2(3)], abs=1e-6)
+    assert float(minent_loss(prob)) == pytest.approx(1.5 / math.log2(3), abs=1e-6)
+    uniform = torch.full((2, 4, 3, 3), 0.25)
+    assert float(minent_loss(uniform)) == pytest.approx(1.0, abs=1e-6)  # normalised: 1 at the maximum
+    onehot = torch.zeros(1, 4, 2, 2)
+    onehot[:, 2] = 1.0
+    assert float(minent_loss(onehot)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_discriminator_shape_and_domain_bce():
+    d = FCDiscriminator(19, width=8)
+    assert d(torch.rand(2, 19, 64, 128)).shape == (2, 1, 2, 4)  # five stride-2 convs: /32
+    logits = torch.tensor([0.0, 2.0])
+    # BCE(σ(0), 1) = ln 2; BCE(σ(2), 1) = ln(1 + e^-2)
+    assert float(domain_bce(logits, 1.0)) == pytest.approx((math.log(2) + math.log(1 + math.exp(-2))) / 2, abs=1e-6)
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
+
+
+def test_advent_trains_student_and_discriminator(tmp_path, tiny_train_args):
+    run = tmp_path / "r"
+    trainer.train(config_lib.compose(tiny_train_args("advent", iters=2, **{"method.disc_width": 8,
+                                                                          "method.ent_lambda": 0.001})),
+                  run, progress=False)
+    rows = _rows(run)
+    assert {"loss_seg", "loss_adv", "loss_ent", "loss_disc"} <= set(rows[0])
+    assert rows[0]["loss_disc"] == pytest.approx(math.log(2), abs=0.05)  # ½(BCE + BCE) of an untrained D
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert any(k.startswith("discriminator.") for k in state["method"]["modules"])
+    assert set(state["method"]["optimizers"]) == {"main", "discriminator"}
+
+
+def test_generator_step_does_not_train_the_discriminator(tiny_train_args):
+    from udaseg.data.catalog import get_label_space
+    from udaseg.methods import MethodContext, create_method
+
+    cfg = config_lib.compose(tiny_train_args("advent", **{"method.disc_width": 8, "method.disc_lr": 0.0}))
+    ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=10,
+                        label_space=get_label_space("cityscapes19"), device=torch.device("cpu"))
+    method = create_method(cfg.method, ctx)
+    seen = []
+    for p in method.discriminator.parameters():
+        p.register_hook(lambda g: seen.append(float(g.abs().sum())))
+    g = torch.Generator().manual_seed(0)
+    batch = lambda: {"img": torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8, generator=g),  # noqa: E731
+                     "label": torch.randint(0, 19, (2, 32, 64), generator=g)}
+    method.train()
+    method.train_step(batch(), batch(), 0)
+    n_params = len(list(method.discriminator.parameters()))
+    assert len(seen) == 2 * n_params  # only the two discriminator passes of step 3, not the generator's
+
+
+def test_minent_alone_and_the_nothing_adapts_error(tmp_path, tiny_train_args):
+    trainer.train(config_lib.compose(tiny_train_args("advent", iters=1, **{"method.adversarial": "false",
+                                                                          "method.ent_lambda": 0.001})),
+                  tmp_path / "r", progress=False)
+    assert "loss_adv" not in _rows(tmp_path / "r")[0]
+    with pytest.raises(ValueError, match="ent_lambda"):
+        trainer.train(config_lib.compose(tiny_train_args("advent", iters=1, **{"method.adversarial": "false"})),
+                      tmp_path / "x", progress=False)
+
+
+def test_student_and_discriminator_stay_identical_across_ddp_ranks(tmp_path, tiny_train_args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("ddp_teacher_worker.py")
+    args = tiny_train_args("advent", iters=2, **{"method.disc_width": 8})
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(worker), str(tmp_path), json.dumps(args)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m0, m1 = (torch.load(tmp_path / f"method{r}.pt") for r in (0, 1))
+    params = [k for k in m0 if "running" not in k and "num_batches" not in k]
+    assert any(k.startswith("discriminator.") for k in params)
+    for k in params:
+        assert torch.equal(m0[k], m1[k]), k
