@@ -242,6 +242,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _legend(ax, **kw) -> None:
     if any(not label.startswith("_") for label in ax.get_legend_handles_labels()[1]):
         ax.legend(**kw)
@@ -259,10 +266,7 @@ def _plot_per_class(groups: list[Group], classes: list[str], path: Path) -> Path
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
     _legend(ax, fontsize=7, ncol=min(len(groups), 4))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _plot_curves(groups: list[Group], path: Path) -> Path | None:
@@ -291,10 +295,7 @@ def _plot_curves(groups: list[Group], path: Path) -> Path | None:
     ax_miou.set_xlabel("iteration")
     _legend(ax_loss, fontsize=7)
     _legend(ax_miou, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _plot_pseudo_labels(groups: list[Group], path: Path) -> Path | None:
@@ -321,10 +322,7 @@ def _plot_pseudo_labels(groups: list[Group], path: Path) -> Path | None:
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 1)
         _legend(ax, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _plot_entropy(groups: list[Group], path: Path) -> Path | None:
@@ -349,10 +347,7 @@ def _plot_entropy(groups: list[Group], path: Path) -> Path | None:
     ax.set_xlabel("entropy (nats)")
     ax.set_ylabel("share of pixels")
     _legend(ax, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Path | None:
@@ -373,7 +368,4 @@ def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Pat
         ax.set_yticks(range(len(classes)), classes, fontsize=5)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("ground truth", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
