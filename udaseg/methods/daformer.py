@@ -256,17 +256,19 @@ class DAFormer(Method):
 
     def student_pass(self, img, aux: bool | None = None):
         """The student's training forward: (prediction logits, backbone features, HRDA's
-        (detail logits, detail box) or None, the CMF head's logits or None). With an HRDA model the
-        prediction is the fused one on a fresh detail box, the features are the context branch's
-        and the CMF head runs on both branches. ``aux`` defaults to whether TigDA is on."""
+        (detail logits, detail box) or None, the CMF head's (logits, detail) alike or None). With
+        an HRDA model the prediction is the fused one on a fresh detail box, the features are the
+        context branch's and the CMF head runs on both branches (its "prediction" is the context
+        one). ``aux`` defaults to whether TigDA is on."""
         aux = self.cfg.tigda if aux is None else aux
         net = self.net("student")
         with self.autocast():
             if self.hrda:
                 out = net(img, train_crop=True, aux=aux)
-                return out[0], out[3], (out[1], out[2]), (out[4] if aux else None)
+                detail = (out[1], out[2])
+                return out[0], out[3], detail, ((out[4][0], (out[4][1], out[2])) if aux else None)
             out = net(img, return_features=True, aux=aux)
-        return out[0], out[1], None, (out[2] if aux else None)
+        return out[0], out[1], None, ((out[2], None) if aux else None)
 
     def supervised_loss(self, img, label, weight=None):
         """(loss, backbone features, prediction logits) of the student on ``img``: pixel-weighted
@@ -275,9 +277,7 @@ class DAFormer(Method):
         logits, features, detail, cmf = self.student_pass(img)
         loss = self._seg_loss(logits, detail, label, weight)
         if cmf is not None:
-            cmf_detail = (cmf[1], detail[1]) if detail is not None else None
-            loss = loss + self.cfg.tigda_lambda * self._seg_loss(cmf[0] if detail is not None else cmf, cmf_detail,
-                                                                 label, weight)
+            loss = loss + self.cfg.tigda_lambda * self._seg_loss(*cmf, label, weight)
         return loss, features, logits
 
     def _seg_loss(self, logits, detail, label, weight):
