@@ -2,8 +2,11 @@
 # Reproduce the runs behind docs/results/minicity.md: every method × benchmark × seed that the
 # table reports, on MiniCity generated at the default scale, then the report itself.
 #   bash tools/minicity_results.sh [DATA [RUNS]]      (defaults: data/minicity, runs/results)
-# Finished runs (eval.json present) are skipped and interrupted ones resumed, so the script can be
-# stopped and started again. Methods can be picked with ONLY="daformer hrda" (run names below).
+# Each finished run's record — config.yaml, env.json, eval.json, metrics.jsonl, a few kB; no
+# checkpoints — is copied to docs/results/runs/<benchmark>/<run>/ and committed: the report is
+# written from those records, so it can be regenerated (and extended run by run) on any machine.
+# Runs with a record are skipped and interrupted ones resumed, so the script can be stopped and
+# started again. Methods can be picked with ONLY="daformer hrda" (run names below), in that order.
 # On 2 CPU cores a source-only run takes ~3 min, DAFormer ~6, HRDA ~8, HRDA+MIC ~11, TigDA ~18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,22 +32,38 @@ RECIPES=(
   "hrda+mic|hrda+mic|minicity_gta2cs|minicity_rcs minicity_hrda minicity_mic $GTA_MARGINS"
   "hrda+mic|hrda+mic|minicity_cs2acdc|minicity_rcs minicity_hrda minicity_mic method.mic_mode=separate"
 )
-for recipe in "${RECIPES[@]}"; do
-  IFS='|' read -r name label benches args <<<"$recipe"
-  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then continue; fi
+RECORDS="${RECORDS:-docs/results/runs}"
+run_recipe() {  # name label benches args
+  local name=$1 label=$2 benches=$3 args=$4 seed bench out record
   for seed in $SEEDS; do
     for bench in $benches; do
       out="$RUNS/$bench/${name}_s$seed"
-      [[ -f "$out/eval.json" ]] && continue
-      if [[ -d "$out/checkpoints" ]]; then
-        udaseg train --resume --out "$out" --quiet
-      else
-        # shellcheck disable=SC2086
-        udaseg train minicity_cpu $args benchmark="$bench" seed="$seed" data_root="$DATA" \
-          method.label="$label" --out "$out" --quiet
+      record="$RECORDS/$bench/${name}_s$seed"
+      [[ -f "$record/eval.json" ]] && continue
+      if [[ ! -f "$out/eval.json" ]]; then
+        if [[ -d "$out/checkpoints" ]]; then
+          udaseg train --resume --out "$out" --quiet
+        else
+          # shellcheck disable=SC2086
+          udaseg train minicity_cpu $args benchmark="$bench" seed="$seed" data_root="$DATA" \
+            method.label="$label" --out "$out" --quiet
+        fi
       fi
+      mkdir -p "$record.tmp"
+      cp "$out"/{config.yaml,env.json,eval.json,metrics.jsonl} "$record.tmp/"
+      rm -rf "$record" && mv "$record.tmp" "$record"
     done
   done
+}
+for want in ${ONLY:-ALL}; do
+  for recipe in "${RECIPES[@]}"; do
+    IFS='|' read -r name label benches args <<<"$recipe"
+    [[ "$want" == ALL || "$want" == "$name" ]] && run_recipe "$name" "$label" "$benches" "$args"
+  done
 done
-udaseg report "$RUNS/minicity_gta2cs" "$RUNS/minicity_cs2acdc" --out docs/results/minicity.md \
+reports=()
+for bench in minicity_gta2cs minicity_cs2acdc; do
+  [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
+done
+udaseg report "${reports[@]}" --out docs/results/minicity.md \
   --title "MiniCity results" --notes docs/results/minicity_notes.md
