@@ -73,8 +73,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_lib.compose(args.config)
     run_dir = Path(args.out) if args.out else trainer.default_run_dir(cfg)
     try:
-        final = trainer.train(cfg, run_dir, resume=args.resume, force=args.force, cli_args=args.config,
-                              progress=not args.quiet)
+        if cfg.stages:  # a multi-stage pipeline
+            from udaseg.engine.pipeline import run_pipeline
+
+            if args.resume and args.config:
+                raise UdasegError("--resume of a pipeline takes no CONFIG or key=value: it continues the run's "
+                                  "own config.yaml (udaseg train --resume --out RUN)")
+            final = run_pipeline(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+        else:
+            final = trainer.train(cfg, run_dir, resume=args.resume, force=args.force, cli_args=args.config,
+                                  progress=not args.quiet)
         if dist.is_main():
             for row in final.get("all", []):
                 value = row[row["metric"]]

@@ -70,6 +70,10 @@ class TrainDataConfig:
     # {dataset, root, split, options} with this stream's transforms; mixed by ``union_mix``.
     union: list[dict[str, Any]] = field(default_factory=list)
     union_mix: str = "concat"  # concat (each image once per epoch) | balanced (parts drawn equally often)
+    # Artefacts of an earlier pipeline stage (``stage://NAME/...`` paths, udaseg.engine.pipeline):
+    subset: Optional[str] = None  # a text file of sample names (one per line): train on these only
+    labels_from: Optional[str] = None  # a folder of <name>.png train-id maps that replace the labels
+    pseudo_labels: Optional[str] = None  # a folder of <name>.png train-id maps, as batch key pseudo_label
 
 
 @dataclass
@@ -117,6 +121,11 @@ class ScheduleConfig:
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
     grad_clip: Optional[float] = None  # max global grad norm; None = off
+    # The poly decay runs over ``horizon`` iterations (None = the run's ``iters``), and training
+    # iteration t takes the LR of schedule iteration ``offset`` + t: the references that stop
+    # early (ISL 25k of 90k, IDA 120k of 250k) or continue one schedule over several rounds.
+    horizon: Optional[int] = None
+    offset: int = 0
 
 
 @dataclass
@@ -153,6 +162,9 @@ class TrainConfig:
     diagnostics: bool = True  # pseudo-label accuracy vs the target's labels, logged only (needs labels)
     workers: int = 2  # dataloader workers per process
     threads: int = 0  # torch CPU threads per process (0 = torch default)
+    # A multi-stage pipeline (udaseg.engine.pipeline): stage name → config overrides of a training
+    # stage, or {step: NAME, ...options} for an offline step; empty = one training run.
+    stages: dict[str, Any] = field(default_factory=dict)
 
 
 _CHOICES = {
@@ -297,6 +309,33 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
     return cfg
 
 
+def compose_stage(base: DictConfig, overrides: dict, source: str) -> DictConfig:
+    """The config of one pipeline stage: ``base`` (a resolved config, without its ``stages``) with
+    the stage's ``overrides`` on top. A group given by name (``method: source_only``) starts again
+    from that group file — for ``method`` with the chosen method's schema — and a mapping edits
+    the group; other keys replace the base's."""
+    data = OmegaConf.to_container(base, resolve=True)
+    data.pop("stages", None)
+    overrides = dict(overrides)
+    for group in GROUPS:
+        if isinstance(overrides.get(group), str):
+            data[group] = _group_data(group, overrides.pop(group))[1]
+    method = data.get("method") or {}
+    name = (overrides.get("method") or {}).get("name") if isinstance(overrides.get("method"), dict) else None
+    name = name or method.get("name")
+    if not name:
+        raise ConfigError(f"{source}: the stage's method has no name")
+    if name != method.get("name"):  # a mapping that renames the method starts from its defaults
+        data["method"] = {"name": name}
+    schema = OmegaConf.structured(TrainConfig)
+    schema.method = OmegaConf.structured(_method_schema(name))
+    cfg = _merge(schema, data, f"{source} (base config)")
+    cfg = _merge(cfg, overrides, source)
+    cfg.stages = {}
+    validate(cfg)
+    return cfg
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that the schema's types cannot express."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -314,6 +353,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("iters", "benchmark.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be at least 1")
+    horizon, offset = cfg.schedule.horizon, cfg.schedule.offset
+    if offset < 0 or (horizon is not None and horizon < offset + cfg.iters):
+        raise ConfigError(f"'schedule.horizon' ({horizon}) must cover schedule.offset + iters "
+                          f"({offset} + {cfg.iters}), and the offset be ≥ 0")
 
 
 def to_yaml(cfg: DictConfig) -> str:

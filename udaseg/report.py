@@ -95,14 +95,20 @@ def load_run(path: Path) -> Run:
 
 
 def expand_run_dirs(paths: list) -> list[Path]:
-    """Run directories among ``paths``: a path holding ``config.yaml`` is one; any other folder is
-    searched (recursively) for finished runs, so ``udaseg report runs/`` works."""
+    """Run directories among ``paths``: a path holding ``config.yaml`` is one (a pipeline's are its
+    training stages); any other folder is searched (recursively) for finished runs, so
+    ``udaseg report runs/`` works."""
+    from udaseg.engine.pipeline import is_pipeline_dir, stage_run_dirs
+
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "config.yaml").exists():
+        if is_pipeline_dir(path):  # a pipeline: one row per training stage
+            found += stage_run_dirs(path)
+        elif (path / "config.yaml").exists():
             found.append(path)
         elif path.is_dir():
-            inner = sorted(p.parent for p in path.rglob("eval.json") if (p.parent / "config.yaml").exists())
+            inner = sorted(p.parent for p in path.rglob("eval.json")
+                           if (p.parent / "config.yaml").exists() and not is_pipeline_dir(p.parent))
             if not inner:
                 raise UdasegError(f"{path}: no run directory (with config.yaml and eval.json) in it")
             found += inner

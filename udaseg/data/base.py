@@ -500,8 +500,9 @@ def to_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
     """numpy sample (``load`` / transform output) → the tensor dict of the dataset contract."""
     out = dict(sample)
     out["img"] = torch.from_numpy(np.ascontiguousarray(sample["img"].transpose(2, 0, 1)))
-    if "label" in sample:
-        out["label"] = torch.from_numpy(sample["label"].astype(np.int64))
+    for key in ("label", "pseudo_label"):
+        if key in sample:
+            out[key] = torch.from_numpy(sample[key].astype(np.int64))
     if "depth" in sample:
         out["depth"] = torch.from_numpy(np.ascontiguousarray(sample["depth"], dtype=np.float32))
     if "valid_pseudo" in sample:

@@ -57,8 +57,8 @@ def fit_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
 
 # The per-pixel maps a sample may carry beside the image (all moved by the same geometry, resized
 # with nearest neighbour): the label, SYNTHIA's depth, and HRDA/MIC's valid-pseudo-label mask.
-MAP_KEYS = ("label", "depth", "valid_pseudo")
-_PAD_VALUES = {"img": 0, "label": IGNORE_INDEX, "depth": 0, "valid_pseudo": 0}
+MAP_KEYS = ("label", "pseudo_label", "depth", "valid_pseudo")
+_PAD_VALUES = {"img": 0, "label": IGNORE_INDEX, "pseudo_label": IGNORE_INDEX, "depth": 0, "valid_pseudo": 0}
 
 
 def pseudo_margin_mask(h: int, w: int, margins: tuple[int, int, int, int]) -> np.ndarray:
@@ -143,7 +143,7 @@ def pad_sample(sample: Mapping[str, Any], size: tuple[int, int], ignore_index: i
     out = dict(sample)
     if pad_h == 0 and pad_w == 0:
         return out
-    fill = {**_PAD_VALUES, "label": ignore_index}
+    fill = {**_PAD_VALUES, "label": ignore_index, "pseudo_label": ignore_index}
     for key, value in fill.items():
         if key in sample:
             array = sample[key]

@@ -138,11 +138,17 @@ def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | N
 
     root = dataset_root(spec, data_root)
     try:
-        return create_dataset(spec.dataset, root, split or spec.split, label_space=label_space,
-                              **OmegaConf.to_container(spec.options))
+        dataset = create_dataset(spec.dataset, root, split or spec.split, label_space=label_space,
+                                 **OmegaConf.to_container(spec.options))
     except DataError as err:
         raise DataError(f"{err}\n(check the dataset with: udaseg data check {spec.dataset} {root}; "
                         f"data_root is {data_root!r})") from None
+    artefacts = {k: spec.get(k) for k in ("subset", "labels_from", "pseudo_labels") if spec.get(k)}
+    if artefacts:
+        from udaseg.data.artefacts import StageView
+
+        dataset = StageView(dataset, **artefacts)
+    return dataset
 
 
 def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream: int):
@@ -150,6 +156,9 @@ def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream:
     from udaseg.data.transforms import TrainPipeline
 
     dataset = build_dataset(spec, data_root, label_space)
+    if spec.rcs.enabled and (spec.subset or spec.labels_from or spec.pseudo_labels):
+        raise ConfigError("rare class sampling needs the dataset's own labels; switch off rcs for a stream "
+                          "with subset / labels_from / pseudo_labels")
     if spec.union:
         if spec.rcs.enabled:
             raise ConfigError("rare class sampling on a union of datasets is not supported; "
@@ -372,7 +381,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         (run_dir / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
 
     # 3. Method (and its state when resuming).
-    ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.iters,
+    ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.schedule.horizon or cfg.iters,
                         label_space=get_label_space(label_space), device=device, precision=cfg.precision)
     method = create_method(cfg.method, ctx).to(device)
     start_iter, elapsed_before = 0, 0.0
@@ -414,7 +423,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
             target = to_device(next(tgt_iter), device)
             target_label = target.pop("label", None)  # never train on target labels
         method.train()
-        method.set_iteration(it)
+        method.set_iteration(it + cfg.schedule.offset)
         losses = method.train_step(source, target, it)
         if cfg.diagnostics and target_label is not None:
             method.observe_target_labels(target_label)  # for the logs only, after the step

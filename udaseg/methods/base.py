@@ -52,7 +52,7 @@ class MethodContext:
 
     model_cfg: Any  # the resolved ``model`` group
     schedule: Any  # the resolved ``schedule`` group
-    iters: int
+    iters: int  # the LR schedule's horizon (schedule.horizon, else the run's iters)
     label_space: LabelSpace
     device: torch.device
     precision: str = "fp32"  # fp32 | bf16 | fp16
