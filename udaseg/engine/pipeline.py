@@ -261,7 +261,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, *, resume: bool = False, progre
             (run_dir / "env.json").write_text(json.dumps(trainer.environment(cfg, device), indent=2))
     dist.barrier()
 
-    records, final, previous_train = [], {}, None
+    records, final, previous_train, last_trained = [], {}, None, None
     for stage, stage_cfg in planned:
         folder = run_dir / "stages" / stage.folder
         done = folder / "stage_done.json"
@@ -295,13 +295,13 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, *, resume: bool = False, progre
                                               if k in final}})
             record.update(json.loads(done.read_text()) if done.exists() else {})
         if not stage.is_step:
-            previous_train = folder
+            previous_train, last_trained = folder, stage.name
             final = json.loads((folder / "eval.json").read_text())
         records.append(record)
         if dist.is_main():
             _write_json(run_dir / "pipeline.json", {"stages": records, "complete": False})
     if dist.is_main():
-        _write_json(run_dir / "eval.json", {**final, "stage": previous_train.name})
+        _write_json(run_dir / "eval.json", {**final, "stage": last_trained})
         _write_json(run_dir / "pipeline.json", {"stages": records, "complete": True})
         (run_dir / "summary.md").write_text(_summary(records, final))
     dist.barrier()

@@ -1,0 +1,209 @@
+"""Multi-stage pipelines: stage configs, stage:// artefacts, the pseudo-label step, the data views
+built from artefacts, and a 4-stage pipeline killed in stage 3 that resumes to completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from udaseg import config as config_lib
+from udaseg.data.artefacts import StageView
+from udaseg.data.registry import create_dataset
+from udaseg.engine import pipeline, trainer
+from udaseg.engine.checkpoint import load_checkpoint
+from udaseg.engine.inference import infer_logits
+from udaseg.engine.steps import PseudoLabelStepConfig, pseudo_labels
+from udaseg.errors import ConfigError, DataError
+
+ISL = {"method": "source_only",
+       "benchmark": {"source": {"dataset": "cityscapes", "root": "cityscapes",
+                                "labels_from": "stage://pseudo/pseudo_labels"}}}
+
+
+def _pipeline_args(tiny_train_args, stages: dict, **extra) -> list[str]:
+    return tiny_train_args(**extra) + [f"stages={json.dumps(stages)}"]
+
+
+# -- stage configs ------------------------------------------------------------------------------
+def test_stage_config_switches_method_and_keeps_the_rest(tiny_train_args):
+    base = config_lib.compose(tiny_train_args(method="advent", **{"method.adv_lambda": 0.01}))
+    cfg = config_lib.compose_stage(base, {"method": "source_only", "iters": 7}, "stages.x")
+    assert cfg.method.name == "source_only" and "adv_lambda" not in cfg.method  # a fresh method group
+    assert cfg.iters == 7 and cfg.model.backbone_options.width == 8 and cfg.seed == base.seed
+    edited = config_lib.compose_stage(base, {"method": {"ent_lambda": 0.001}}, "stages.x")
+    assert edited.method.adv_lambda == 0.01 and edited.method.ent_lambda == 0.001  # a mapping edits
+    sched = config_lib.compose_stage(base, {"schedule": "poly09_sgd"}, "stages.x")
+    assert sched.schedule.optimizer == "sgd" and sched.schedule.power == 0.9
+    with pytest.raises(ConfigError, match=r"stages\.x.*unknown key.*'method\.no_such_key'"):
+        config_lib.compose_stage(base, {"method": {"no_such_key": 1}}, "stages.x")
+
+
+def test_plan_chains_networks_labels_and_artefact_paths(tiny_train_args, tmp_path):
+    stages = {"so": {}, "pseudo": {"step": "pseudo_labels", "rule": "argmax"}, "isl": ISL,
+              "fresh": {"init_from": None, "method": {"label": "restart"}}}
+    cfg = config_lib.compose(_pipeline_args(tiny_train_args, stages))
+    planned = pipeline.plan(cfg, tmp_path)
+    names = [s.name for s, _ in planned]
+    assert names == ["so", "pseudo", "isl", "fresh"]
+    so, step, isl, fresh = (c for _, c in planned)
+    assert so.method.label == "so" and so.model.init_from is None
+    assert step.rule == "argmax" and step.threshold == 0.9
+    assert isl.method.label == "so+isl" and isl.model.init_from == str(tmp_path / "stages" / "01_so")
+    assert isl.benchmark.source.labels_from == str(tmp_path / "stages" / "02_pseudo" / "pseudo_labels")
+    assert fresh.model.init_from is None and fresh.method.label == "restart"
+
+
+@pytest.mark.parametrize("stages, message", [
+    ({"a": {"benchmark": {"source": {"subset": "stage://b/easy.txt"}}}, "b": {}}, "names no earlier stage"),
+    ({"p": {"step": "pseudo_labels"}, "a": {}}, "needs a training stage before it"),
+    ({"a": {}, "p": {"step": "no_such_step"}}, "unknown pipeline step 'no_such_step'"),
+    ({"a": {}, "p": {"step": "pseudo_labels", "treshold": 0.5}}, r"unknown key.*treshold"),
+    ({"a": {}, "b": {"init_from": "c"}, "c": {}}, "init_from 'c' is not an earlier training stage"),
+    ({"a": "x"}, "expected a mapping"),
+])
+def test_plan_rejects_bad_stage_tables_before_anything_runs(tiny_train_args, tmp_path, stages, message):
+    cfg = config_lib.compose(_pipeline_args(tiny_train_args, stages))
+    with pytest.raises(ConfigError, match=message):
+        pipeline.plan(cfg, tmp_path)
+    assert not (tmp_path / "stages").exists()
+
+
+def test_lr_follows_the_schedule_horizon_and_offset(tiny_train_args):
+    """ISL-style: poly 0.9 over a 90-iteration horizon, the run trains 10 iterations from 20."""
+    from udaseg.methods import MethodContext, create_method
+    from udaseg.data.catalog import get_label_space
+
+    cfg = config_lib.compose(tiny_train_args(iters=10, schedule="poly09_sgd", **{
+        "schedule.horizon": 90, "schedule.offset": 20, "schedule.lr": 1e-2, "schedule.warmup_iters": 0}))
+    ctx = MethodContext(cfg.model, cfg.schedule, cfg.schedule.horizon, get_label_space("cityscapes19"),
+                        torch.device("cpu"))
+    method = create_method(cfg.method, ctx)
+    method.set_iteration(3 + cfg.schedule.offset)  # what the trainer does at t = 3
+    assert method.lr == pytest.approx(1e-2 * (1 - 23 / 90) ** 0.9, rel=1e-12)  # 7.6717e-3
+    with pytest.raises(ConfigError, match="schedule.horizon"):
+        config_lib.compose(tiny_train_args(iters=10, **{"schedule.horizon": 25, "schedule.offset": 20}))
+
+
+# -- data views from artefacts -------------------------------------------------------------------
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8), mode="L").save(path)
+
+
+def test_stage_view_subsets_and_relabels(minicity_small, tmp_path):
+    ds = create_dataset("cityscapes", minicity_small / "cityscapes", "train")
+    names = [s.name for s in ds.samples]
+    (tmp_path / "easy.txt").write_text(f"{names[2]}\n{names[0]}\n")
+    h, w = ds.load(0)["img"].shape[:2]
+    for i, name in enumerate(names[:3]):
+        _write_png(tmp_path / "pl" / f"{name}.png", np.full((h // 2, w // 2), i, np.uint8))  # half size
+    view = StageView(ds, subset=str(tmp_path / "easy.txt"), labels_from=str(tmp_path / "pl"),
+                     pseudo_labels=str(tmp_path / "pl"))
+    assert len(view) == 2 and [s.name for s in view.samples] == [names[0], names[2]]  # the dataset's order
+    item = view[1]
+    assert item["name"] == names[2] and item["label"].shape == (h, w)  # resized to the image
+    assert item["label"].dtype == torch.int64 and torch.all(item["label"] == 2)
+    assert torch.equal(item["pseudo_label"], item["label"]) and view.label_space.name == "cityscapes19"
+
+
+def test_stage_view_errors_name_the_file(minicity_small, tmp_path):
+    ds = create_dataset("cityscapes", minicity_small / "cityscapes", "train")
+    (tmp_path / "bad.txt").write_text("no_such_image\n")
+    with pytest.raises(DataError, match=r"bad\.txt: 1 name\(s\) are not samples.*no_such_image"):
+        StageView(ds, subset=str(tmp_path / "bad.txt"))
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"empty\.txt is empty"):
+        StageView(ds, subset=str(tmp_path / "empty.txt"))
+    with pytest.raises(DataError, match=r"missing label map .*pl/.*\.png"):
+        StageView(ds, labels_from=str(tmp_path / "pl"))[0]
+    name = ds.samples[0].name
+    _write_png(tmp_path / "pl" / f"{name}.png", np.full((4, 4), 19, np.uint8))
+    with pytest.raises(DataError, match=r"ids \[19\] are outside the label space"):
+        StageView(ds, labels_from=str(tmp_path / "pl"))[0]
+
+
+# -- the pseudo-label step -----------------------------------------------------------------------
+@pytest.mark.parametrize("rule, threshold", [("argmax", None), ("threshold", "median"), ("threshold", 1.01)])
+def test_pseudo_label_step_applies_its_rule(tiny_run, tmp_path, rule, threshold):
+    cfg = config_lib.load_resolved(tiny_run / "config.yaml")
+    ctx = pipeline.StepContext(cfg, tmp_path, tiny_run, torch.device("cpu"))
+    if threshold == "median":  # of the first image's confidences: about half its pixels are kept
+        first = next(ctx.batches("target"))
+        threshold = float(infer_logits(ctx.network(), first["img"]).softmax(1).amax(1).median())
+    options = PseudoLabelStepConfig(rule=rule, threshold=threshold if threshold is not None else 0.9)
+    summary = pseudo_labels(ctx, options)
+    model = ctx.network()
+    total = kept = 0
+    for batch in ctx.batches("target"):
+        conf, pred = infer_logits(model, batch["img"]).softmax(1)[0].max(0)
+        keep = torch.ones_like(conf, dtype=torch.bool) if rule == "argmax" else conf >= threshold
+        expected = torch.where(keep, pred, torch.full_like(pred, 255))
+        written = np.asarray(Image.open(tmp_path / "pseudo_labels" / f"{batch['name'][0]}.png"))
+        assert np.array_equal(written, expected.numpy().astype(np.uint8))
+        total, kept = total + keep.numel(), kept + int(keep.sum())
+    assert summary["images"] == len(ctx.dataset("target"))
+    assert summary["labelled_fraction"] == pytest.approx(kept / total)
+    if rule == "threshold" and threshold > 1:
+        assert summary["labelled_fraction"] == 0.0 and "accuracy_vs_labels" not in summary
+    else:
+        assert 0.0 <= summary["accuracy_vs_labels"] <= 1.0  # MiniCity's target has labels: a diagnostic
+
+
+# -- end to end ----------------------------------------------------------------------------------
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "udaseg", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_four_stage_pipeline_killed_in_stage_3_resumes_to_completion(tiny_train_args, tmp_path):
+    stages = {"so": {}, "pseudo": {"step": "pseudo_labels", "rule": "argmax"},
+              "isl": {**ISL, "iters": 24, "checkpoint_every": 4},
+              "ida": {"method": "advent", "benchmark": {"source": ISL["benchmark"]["source"]}}}
+    run = tmp_path / "run"
+    proc = _cli(["train", *_pipeline_args(tiny_train_args, stages), "--out", str(run), "--quiet"])
+    ckpt = run / "stages" / "03_isl" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and load_checkpoint(ckpt)["iter"] >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the pipeline ended before stage 3 could be killed: {proc.communicate()[1][-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "eval.json").exists() and not (run / "stages" / "04_ida").exists()
+    first = run / "stages" / "01_so" / "checkpoints" / "last.pt"
+    before = first.stat().st_mtime_ns, (run / "stages" / "02_pseudo" / "summary.json").stat().st_mtime_ns
+
+    resumed = _cli(["train", "--resume", "--out", str(run), "--quiet"])
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    # Finished stages were not redone; stage 3 continued from its checkpoint, logging each row once.
+    assert (first.stat().st_mtime_ns, (run / "stages" / "02_pseudo" / "summary.json").stat().st_mtime_ns) == before
+    rows = [json.loads(line) for line in (run / "stages" / "03_isl" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows if "eval" not in r] == list(range(1, 25))
+    state = json.loads((run / "pipeline.json").read_text())
+    assert state["complete"] and [s["stage"] for s in state["stages"]] == ["so", "pseudo", "isl", "ida"]
+    final = json.loads((run / "eval.json").read_text())
+    last = json.loads((run / "stages" / "04_ida" / "eval.json").read_text())
+    assert final["stage"] == "ida" and final["mIoU19"] == last["mIoU19"]
+    ida_cfg = OmegaConf.load(run / "stages" / "04_ida" / "config.yaml")
+    assert ida_cfg.model.init_from == str(run / "stages" / "03_isl") and ida_cfg.method.label == "so+isl+ida"
+    assert len(list((run / "stages" / "02_pseudo" / "pseudo_labels").glob("*.png"))) == state["stages"][1][
+        "summary"]["images"]
+
+    from udaseg.report import expand_run_dirs
+
+    assert [p.name for p in expand_run_dirs([run])] == ["01_so", "03_isl", "04_ida"]  # a row per training stage
+    assert [p.name for p in expand_run_dirs([tmp_path])] == ["01_so", "03_isl", "04_ida"]
