@@ -207,3 +207,18 @@ def test_four_stage_pipeline_killed_in_stage_3_resumes_to_completion(tiny_train_
 
     assert [p.name for p in expand_run_dirs([run])] == ["01_so", "03_isl", "04_ida"]  # a row per training stage
     assert [p.name for p in expand_run_dirs([tmp_path])] == ["01_so", "03_isl", "04_ida"]
+
+
+def test_method_inputs_load_tensor_files_and_run_networks(tiny_run, tmp_path):
+    from udaseg.engine.checkpoint import load_input, network_weights
+    from udaseg.errors import UdasegError
+
+    torch.save({"centroids": torch.arange(6.0).view(2, 3)}, tmp_path / "c.pt")
+    assert torch.equal(load_input(str(tmp_path / "c.pt"))["centroids"], torch.arange(6.0).view(2, 3))
+    weights = load_input(f"{tiny_run}:student")
+    assert weights.keys() == network_weights(tiny_run)[0].keys() == load_input(str(tiny_run)).keys()
+    with pytest.raises(UdasegError, match=r"inputs\.centroids: .*nope\.pt does not exist"):
+        load_input(str(tmp_path / "nope.pt"), "inputs.centroids")
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UdasegError, match=r"cannot read .*bad\.pt"):
+        load_input(str(tmp_path / "bad.pt"))

@@ -98,3 +98,19 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
     model = create_model(model_cfg, num_classes=get_label_space(cfg.benchmark.label_space).num_classes)
     load_state_dict_strict(model, weights, source=f"{ckpt_path} [{network}.*]")
     return model.to(device).eval(), cfg
+
+
+def load_input(spec: str, key: str = "inputs") -> Any:
+    """A method input (``inputs.NAME`` of the config): ``FILE.pt`` → its tensors (loaded with
+    ``weights_only``), ``RUN_DIR`` or ``RUN_DIR:NETWORK`` → that network's state dict."""
+    path, sep, network = str(spec).rpartition(":")
+    if not sep or "/" in network or not Path(path).is_dir():
+        path, network = str(spec), "student"
+    if Path(path).is_dir() or Path(path).name == "last.pt":
+        return network_weights(path, network)[0]
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UdasegError(f"{key}: {path} does not exist (written by an earlier stage?)") from None
+    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
+        raise UdasegError(f"{key}: cannot read {path} as a torch file of tensors: {err}") from None

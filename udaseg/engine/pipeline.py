@@ -327,8 +327,10 @@ def is_pipeline_dir(path: Path) -> bool:
 
 
 def stage_run_dirs(path: Path) -> list[Path]:
-    """The training stages' run directories of a pipeline run (those that finished)."""
-    return sorted(p.parent for p in (Path(path) / "stages").glob("*/eval.json"))
+    """The training stages' run directories of a pipeline run that finished with a segmentation
+    result (not, e.g., a translator stage)."""
+    return sorted(p.parent for p in (Path(path) / "stages").glob("*/eval.json")
+                  if json.loads(p.read_text()).get("network") is not None)
 
 
 __all__ = ["STAGE_SCHEME", "Stage", "StepContext", "get_step", "is_pipeline_dir", "list_steps", "parse_stages",

@@ -292,6 +292,8 @@ def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, 
 
     results = []
     network = method.eval_network()
+    if network is None:  # a stage that trains no segmentation network (DiGA's translator)
+        return results
     for spec, dataset in val_sets:
         result = evaluate(network, dataset, mode=spec.mode, flip=spec.flip,
                           test_scale=tuple(spec.test_scale) if spec.test_scale else None,
@@ -381,8 +383,11 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         (run_dir / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
 
     # 3. Method (and its state when resuming).
+    from udaseg.engine.checkpoint import load_input
+
     ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.schedule.horizon or cfg.iters,
-                        label_space=get_label_space(label_space), device=device, precision=cfg.precision)
+                        label_space=get_label_space(label_space), device=device, precision=cfg.precision,
+                        inputs={name: load_input(spec, f"inputs.{name}") for name, spec in cfg.inputs.items()})
     method = create_method(cfg.method, ctx).to(device)
     start_iter, elapsed_before = 0, 0.0
     # Rank 0 decides whether there is a checkpoint; every rank then reads it, so under several
@@ -461,13 +466,16 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
     # 5. End: the final network is the result.
     results = evaluate_all(method, cfg, val_sets, device, cfg.iters)
     final = {**results[0], "all": results} if results else {}
+    if method.eval_network() is None:
+        final = {"network": None, "note": f"method {cfg.method.name} trains no segmentation network"}
     if dist.is_main():
         for row in results:
             logger.log(_eval_log_row(row, time.time() - t0, final=True))
         (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
-        from udaseg.engine.summary import write_run_summary
+        if method.eval_network() is not None:
+            from udaseg.engine.summary import write_run_summary
 
-        write_run_summary(run_dir, method.eval_network(), val_sets, device)
+            write_run_summary(run_dir, method.eval_network(), val_sets, device)
     logger.close()
     dist.barrier()
     return final

@@ -26,7 +26,7 @@ NaN/inf and logs them.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -56,6 +56,9 @@ class MethodContext:
     label_space: LabelSpace
     device: torch.device
     precision: str = "fp32"  # fp32 | bf16 | fp16
+    # The run's ``inputs`` (name → tensors or a state dict), loaded by the trainer from files an
+    # earlier stage wrote (class centroids, a frozen translator): methods never open files.
+    inputs: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -88,8 +91,9 @@ class Method(nn.Module):
     def train_step(self, source: dict, target: dict | None, it: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def eval_network(self) -> nn.Module:
-        """The network that is evaluated and exported: the student (DAFormer #23)."""
+    def eval_network(self) -> nn.Module | None:
+        """The network that is evaluated and exported: the student (DAFormer #23); None for a
+        method that trains no segmentation network (no evaluation then)."""
         return self.student
 
     # -- helpers for train_step ------------------------------------------------------------
