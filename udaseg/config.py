@@ -139,6 +139,7 @@ class ModelConfig:
     normalization: Optional[str] = None  # imagenet | caffe_bgr; None = the backbone family's
     align_corners: Optional[bool] = None  # None = the backbone family's convention
     hrda: Optional[dict[str, Any]] = None  # HRDA multi-resolution options (udaseg.models.hrda); None = off
+    depth: Optional[dict[str, Any]] = None  # DAF depth branch options (udaseg.models.depth; {} = defaults); None = off
     # Whole-network initialisation from a udaseg run directory or checkpoint (its student;
     # RUN:teacher for another network), after ``pretrained``; e.g. self-training from a source model.
     init_from: Optional[str] = None
@@ -165,6 +166,9 @@ class TrainConfig:
     # A multi-stage pipeline (udaseg.engine.pipeline): stage name → config overrides of a training
     # stage, or {step: NAME, ...options} for an offline step; empty = one training run.
     stages: dict[str, Any] = field(default_factory=dict)
+    # Files the method receives, loaded by the trainer (udaseg.engine.checkpoint.load_input): name →
+    # a .pt file of tensors, or RUN_DIR[:NETWORK] for that network's weights (e.g. a translator).
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 _CHOICES = {
