@@ -182,8 +182,18 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
     by_bench: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for group in groups:
         by_bench[(group.benchmark, group.eval_name)].append(group)
+    # A benchmark's first evaluation set is its headline (eval.json's top level): it gets the full
+    # section; further sets (e.g. ACDC per condition) one compact table after it.
+    eval_sets: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        for row in run.evals:
+            name = row.get("name") or row.get("dataset", "?")
+            if name not in eval_sets[run.benchmark]:
+                eval_sets[run.benchmark].append(name)
 
     for (bench, eval_name), bench_groups in sorted(by_bench.items()):
+        if eval_name != eval_sets[bench][0]:
+            continue
         bench_groups = _order(bench_groups)
         keys = _metric_keys(bench_groups)
         primary = bench_groups[0].results[0].get("metric") or (keys[0] if keys else "mIoU19")
@@ -205,6 +215,8 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
             vals = [g.class_mean(c) for c in classes]
             lines.append(f"| {g.label} | " + " | ".join("–" if v is None else f"{v * 100:.1f}" for v in vals) + " |")
         lines.append("")
+        if len(eval_sets[bench]) > 1:
+            lines += _per_set_table(bench, eval_sets[bench], by_bench, primary, bench_groups)
         stem = f"{bench}_{eval_name}".replace("/", "_")
         for picture in (_plot_per_class(bench_groups, classes, pictures / f"{stem}_per_class.png"),
                         _plot_curves(bench_groups, pictures / f"{stem}_curves.png"),
@@ -236,6 +248,18 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def _per_set_table(bench: str, names: list[str], by_bench: dict, key: str, order: list[Group]) -> list[str]:
+    """Methods × evaluation sets of one benchmark, the headline metric's mean ± std."""
+    cell = {(g.label, g.model, name): g for name in names for g in by_bench.get((bench, name), [])}
+    lines = [f"{key} (%) on every evaluation set of {bench}:", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for g in order:
+        vals = [cell.get((g.label, g.model, name)) for name in names]
+        lines.append(f"| {g.label} | " + " | ".join("–" if v is None else _fmt(v.mean(key), v.std(key))
+                                                   for v in vals) + " |")
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------------------------------

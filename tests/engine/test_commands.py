@@ -179,3 +179,23 @@ def test_bench_ratios_against_source_only_and_daformer():
     assert [r["ratio"] for r in rows] == [1.0, 2.0, 3.0, 2.5]  # HRDA: against source-only of its base network
     assert rows[2]["ratio_to_daformer"] == 1.5 and rows[2]["mem_ratio_to_daformer"] == 2.0
     assert rows[0]["ratio_to_daformer"] is None and rows[3]["ratio_to_daformer"] is None
+
+
+def test_report_shows_further_evaluation_sets_in_one_compact_table(tiny_run, tmp_path):
+    """A benchmark's first set gets the full section; e.g. ACDC per condition one table after it."""
+    from udaseg.report import write_report
+
+    for seed, fog in ((0, 0.25), (1, 0.35)):
+        run = tmp_path / f"s{seed}"
+        shutil.copytree(tiny_run, run)
+        cfg = (run / "config.yaml").read_text().replace("seed: 0", f"seed: {seed}")
+        (run / "config.yaml").write_text(cfg)
+        evaluation = json.loads((run / "eval.json").read_text())
+        fog_row = {**evaluation["all"][0], "name": "val_fog", "mIoU19": fog}
+        evaluation["all"] = [evaluation["all"][0], fog_row]
+        (run / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([tmp_path / "s0", tmp_path / "s1"], tmp_path / "r.md").read_text()
+    first = json.loads((tmp_path / "s0" / "eval.json").read_text())["name"]
+    assert text.count("## ") == 1 and f"evaluated on {first}" in text  # one full section
+    assert f"| method | {first} | val_fog |" in text
+    assert f"{30.0:.1f} ± {np.std([0.25, 0.35], ddof=1) * 100:.1f}" in text  # 30.0 ± 7.1 on val_fog

@@ -472,7 +472,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         for row in results:
             logger.log(_eval_log_row(row, time.time() - t0, final=True))
         (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
-        if method.eval_network() is not None:
+        if method.eval_network() is not None and results:
             from udaseg.engine.summary import write_run_summary
 
             write_run_summary(run_dir, method.eval_network(), val_sets, device)
