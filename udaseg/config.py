@@ -163,6 +163,9 @@ class TrainConfig:
     diagnostics: bool = True  # pseudo-label accuracy vs the target's labels, logged only (needs labels)
     workers: int = 2  # dataloader workers per process
     threads: int = 0  # torch CPU threads per process (0 = torch default)
+    # DDP's find_unused_parameters: for a stage whose method leaves part of the model unused (ISL
+    # or IDA on DAF's depth model: the depth regressor gets no gradient). Off: it costs a graph walk.
+    find_unused_parameters: bool = False
     # A multi-stage pipeline (udaseg.engine.pipeline): stage name → config overrides of a training
     # stage, or {step: NAME, ...options} for an offline step; empty = one training run.
     stages: dict[str, Any] = field(default_factory=dict)
@@ -317,7 +320,9 @@ def compose_stage(base: DictConfig, overrides: dict, source: str) -> DictConfig:
     """The config of one pipeline stage: ``base`` (a resolved config, without its ``stages``) with
     the stage's ``overrides`` on top. A group given by name (``method: source_only``) starts again
     from that group file — for ``method`` with the chosen method's schema — and a mapping edits
-    the group; other keys replace the base's."""
+    the group, except that a mapping naming another method, or another dataset for a training
+    stream (``benchmark.source.dataset``), starts that part from its defaults; other keys replace
+    the base's."""
     data = OmegaConf.to_container(base, resolve=True)
     data.pop("stages", None)
     overrides = dict(overrides)
@@ -331,6 +336,11 @@ def compose_stage(base: DictConfig, overrides: dict, source: str) -> DictConfig:
         raise ConfigError(f"{source}: the stage's method has no name")
     if name != method.get("name"):  # a mapping that renames the method starts from its defaults
         data["method"] = {"name": name}
+    for stream in ("source", "target"):  # a stream mapping that changes the dataset starts afresh
+        edit = (overrides.get("benchmark") or {}).get(stream) if isinstance(overrides.get("benchmark"), dict) else None
+        base_stream = (data.get("benchmark") or {}).get(stream)
+        if isinstance(edit, dict) and base_stream and edit.get("dataset") not in (None, base_stream.get("dataset")):
+            data["benchmark"][stream] = {}
     schema = OmegaConf.structured(TrainConfig)
     schema.method = OmegaConf.structured(_method_schema(name))
     cfg = _merge(schema, data, f"{source} (base config)")

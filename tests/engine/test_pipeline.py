@@ -222,3 +222,14 @@ def test_method_inputs_load_tensor_files_and_run_networks(tiny_run, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(UdasegError, match=r"cannot read .*bad\.pt"):
         load_input(str(tmp_path / "bad.pt"))
+
+
+def test_stage_stream_with_another_dataset_starts_from_the_stream_defaults(tiny_train_args):
+    base = config_lib.compose(tiny_train_args(benchmark="minicity_synthia2cs", **{
+        "benchmark.source.options": "{depth: true}"}))
+    cfg = config_lib.compose_stage(base, ISL, "stages.isl")
+    source = cfg.benchmark.source
+    assert source.dataset == "cityscapes" and dict(source.options) == {} and source.crop_size is None
+    assert source.labels_from == "stage://pseudo/pseudo_labels"  # resolved by the pipeline, not here
+    same = config_lib.compose_stage(base, {"benchmark": {"source": {"flip_prob": 0.0}}}, "stages.x")
+    assert dict(same.benchmark.source.options) == {"depth": True} and same.benchmark.source.crop_size == [32, 64]

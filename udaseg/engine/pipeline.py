@@ -53,7 +53,7 @@ from udaseg.errors import ConfigError, UdasegError
 
 STAGE_SCHEME = "stage://"
 # Modules that register offline steps, imported on first lookup.
-STEP_MODULES = ("udaseg.engine.steps",)
+STEP_MODULES = ("udaseg.engine.steps", "udaseg.methods.daf_ida")
 _STEPS: dict[str, tuple[type, Callable]] = {}
 
 
@@ -316,8 +316,8 @@ def _summary(records: list[dict], final: dict) -> str:
             value = r["result"].get(metric)
             result = f"{r['result'].get('name', '')} {metric} {100 * value:.2f}" if value is not None else "n/a"
         else:
-            result = ", ".join(f"{k} {v}" for k, v in (r.get("summary") or {}).items()
-                               if isinstance(v, (int, float, str)))
+            result = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in (r.get("summary") or {}).items() if isinstance(v, (int, float, str)))
         lines.append(f"| {r['stage']} | {r['kind']} | [{r['folder']}]({r['folder']}/) | {result} |")
     return "\n".join(lines) + "\n"
 

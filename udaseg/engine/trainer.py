@@ -407,7 +407,8 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         if dist.is_main():
             _truncate_metrics(run_dir / "metrics.jsonl", start_iter)
     if distributed:
-        method.setup_distributed([device.index] if device.type == "cuda" else None)
+        method.setup_distributed([device.index] if device.type == "cuda" else None,
+                                 find_unused_parameters=cfg.find_unused_parameters)
 
     # 4. Loop.
     logger = RunLogger(run_dir, dist.is_main())

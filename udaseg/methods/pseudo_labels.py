@@ -45,3 +45,45 @@ def crop_pseudo_weight(weight: torch.Tensor, ignore_top: int = 0, ignore_bottom:
     if ignore_bottom:
         weight[:, weight.shape[1] - ignore_bottom:, :] = 0
     return weight
+
+
+# -- BAFFT / SIM class-wise thresholds (spec bafft_daf_ida.md A.9) -----------------------------
+# The reference sorts the max-probabilities of every pixel predicted as c over the whole split and
+# takes the one at index round(0.5·N_c); here the split is summarised by per-class histograms of
+# those confidences, accumulated image by image, so the split's probabilities are never held.
+
+
+def confidence_histogram(prob_max: torch.Tensor, pred: torch.Tensor, num_classes: int, bins: int = 1000
+                         ) -> torch.Tensor:
+    """[num_classes, bins] float64 counts (on the CPU, to add up over a split): pixel x with arg-max
+    ``pred[x] = c`` and max-probability ``p = prob_max[x]`` counts in row c, bin floor(p·bins)
+    (bins are [b/bins, (b+1)/bins); p = 1 falls in the last). Pixels with ``pred`` outside
+    [0, num_classes) (e.g. 255) are skipped. Any shapes, as long as the two agree."""
+    if prob_max.shape != pred.shape:
+        raise ValueError(f"prob_max {tuple(prob_max.shape)} and pred {tuple(pred.shape)} differ in shape")
+    pred = pred.reshape(-1).long()
+    valid = (pred >= 0) & (pred < num_classes)
+    b = (prob_max.reshape(-1).float() * bins).floor().long().clamp_(0, bins - 1)
+    flat = pred[valid] * bins + b[valid]
+    counts = torch.bincount(flat, minlength=num_classes * bins)
+    return counts.view(num_classes, bins).to("cpu", torch.float64)
+
+
+def classwise_thresholds(hist: torch.Tensor, cap: float = 0.9) -> torch.Tensor:
+    """[C] thresholds τ_c = min(median_c, cap) from [C, bins] confidence histograms; 0 for a class
+    with no pixels (never predicted). The median is the reference's element at sorted index
+    round(0.5·N_c) (half to even, as ``np.round``), read as the **lower edge** of the bin that holds
+    it: with ``bins`` bins τ_c lies in (median_c − 1/bins, median_c] (1000 bins: within 0.001 below
+    the exact value, up to float rounding at bin edges), so every pixel the exact rule keeps is
+    kept, plus at most those of the median's own bin."""
+    if hist.ndim != 2:
+        raise ValueError(f"hist must be [classes, bins], got shape {tuple(hist.shape)}")
+    hist = hist.to(torch.float64)
+    n_classes, bins = hist.shape
+    total = hist.sum(dim=1)
+    rank = torch.round(0.5 * total).clamp(max=(total - 1).clamp(min=0))  # 0-based index into the sorted list
+    cumulative = hist.cumsum(dim=1)
+    # the bin holding the element of index `rank`: the first bin whose cumulative count exceeds it
+    median_bin = (cumulative <= rank[:, None]).sum(dim=1).clamp(max=bins - 1)
+    tau = (median_bin.to(torch.float64) / bins).clamp(max=cap)
+    return torch.where(total > 0, tau, torch.zeros_like(tau))

@@ -17,6 +17,9 @@ Config keys (a dict or OmegaConf mapping; ``configs/model/*.yaml`` hold presets)
 ``normalization``      ``imagenet`` | ``caffe_bgr`` | {mean, std, bgr}; default: the backbone's
 ``align_corners``      logits upsampling convention; default: the backbone family's
 ``hrda``               null, or the options of the HRDA multi-resolution wrapper (:mod:`.hrda`)
+``depth``              null, or the options of DAF's depth branch (:mod:`.depth`; ``{}`` for its
+                       defaults): a depth-aware segmentor whose ``forward(x, with_depth=True)``
+                       also returns inverse depth; ``forward(x)`` stays logits only
 ``init_from``          null, or a udaseg run directory / checkpoint whose student (``RUN:teacher``
                        for another network) gives every weight, strictly (after ``pretrained``)
 ``name``               free label (ignored here)
@@ -42,7 +45,7 @@ from udaseg.models.segmentor import EncoderDecoder, get_normalization
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("name", "backbone", "head", "num_classes", "pretrained", "backbone_options", "head_options",
-              "normalization", "align_corners", "hrda", "init_from")
+              "normalization", "align_corners", "hrda", "depth", "init_from")
 
 
 def _plain(cfg: Any) -> dict:
@@ -112,7 +115,17 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
     align_corners = cfg.get("align_corners")
     if align_corners is None:
         align_corners = backbone.default_align_corners
-    model = EncoderDecoder(backbone, head, normalization, align_corners=bool(align_corners))
+    if cfg.get("depth") is not None:
+        from udaseg.models.depth import build_depth_model
+
+        if cfg.get("hrda"):
+            raise ConfigError("model.depth and model.hrda cannot be combined (no method uses both)")
+        try:
+            model = build_depth_model(backbone, head, normalization, cfg["depth"], align_corners=bool(align_corners))
+        except TypeError as err:
+            raise ConfigError(f"model.depth: {err}") from None
+    else:
+        model = EncoderDecoder(backbone, head, normalization, align_corners=bool(align_corners))
 
     pretrained = cfg.get("pretrained")
     if pretrained:
