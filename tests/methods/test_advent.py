@@ -100,3 +100,58 @@ def test_student_and_discriminator_stay_identical_across_ddp_ranks(tmp_path, tin
     assert any(k.startswith("discriminator.") for k in params)
     for k in params:
         assert torch.equal(m0[k], m1[k]), k
+
+
+def _deeplab(args: list[str]) -> list[str]:
+    """The tiny setup with the DeepLab-v2 stand-in (small CNN at output stride 8, ASPP head)."""
+    return [a for a in args if not a.startswith("model")] + [
+        "model=minicity_deeplab", "model.backbone_options.width=8", "model.backbone_options.depths=[1,1,1,1]"]
+
+
+def test_multi_level_adds_an_auxiliary_classifier_and_discriminator(tmp_path, tiny_train_args):
+    """ADVENT's multi-level variant: an ASPP classifier on the penultimate stage with its own D;
+    evaluation and export use the main output only."""
+    from udaseg.engine.checkpoint import load_network
+    from udaseg.models.heads.deeplabv2 import DeepLabV2ASPPHead
+
+    run = tmp_path / "r"
+    args = tiny_train_args("advent", iters=2, **{"method.disc_width": 8, "method.multi_level": "true",
+                                                 "method.ent_lambda": 0.001})
+    trainer.train(config_lib.compose(_deeplab(args)), run, progress=False)
+    rows = _rows(run)
+    # Two discriminators, each ½(BCE + BCE) ≈ ln 2 untrained.
+    assert rows[0]["loss_disc"] == pytest.approx(2 * math.log(2), abs=0.1)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert set(state["method"]["optimizers"]) == {"main", "discriminator", "discriminator_aux"}
+    modules = state["method"]["modules"]
+    assert any(k.startswith("student.aux_head.") for k in modules)
+    model, _ = load_network(run)  # the exported network: no auxiliary classifier
+    assert model.aux_head is None and isinstance(model.decode_head, DeepLabV2ASPPHead)
+
+
+def test_multi_level_loss_weights_by_hand(tiny_train_args):
+    """loss_seg = CE_main + 0.1·CE_aux; loss_adv = 0.001·BCE(D(E_main)) + 0.0002·BCE(D_aux(E_aux))."""
+    from udaseg.data.catalog import get_label_space
+    from udaseg.methods import MethodContext, create_method
+    from udaseg.methods.losses import seg_cross_entropy
+
+    cfg = config_lib.compose(_deeplab(tiny_train_args("advent", **{"method.disc_width": 8, "method.multi_level": "true",
+                                                                    "method.disc_lr": 0.0})))
+    ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=10,
+                        label_space=get_label_space("cityscapes19"), device=torch.device("cpu"))
+    method = create_method(cfg.method, ctx)
+    method.set_iteration(0)
+    g = torch.Generator().manual_seed(0)
+    src = {"img": torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8, generator=g),
+           "label": torch.randint(0, 19, (2, 32, 64), generator=g)}
+    tgt = {"img": torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8, generator=g)}
+    method.train()
+    with torch.no_grad():
+        main, aux = method.levels(method.student.normalize(src["img"]), (32, 64))
+        tmain, taux = method.levels(method.student.normalize(tgt["img"]), (32, 64))
+        seg = seg_cross_entropy(main, src["label"]) + 0.1 * seg_cross_entropy(aux, src["label"])
+        adv = 0.001 * domain_bce(method.discriminator(entropy_map(tmain.softmax(1))), 0.0) + \
+            0.0002 * domain_bce(method.discriminator_aux(entropy_map(taux.softmax(1))), 0.0)
+    losses = method.train_step(src, tgt, 0)
+    assert float(losses["loss_seg"]) == pytest.approx(float(seg), rel=1e-5)
+    assert float(losses["loss_adv"]) == pytest.approx(float(adv), rel=1e-5)

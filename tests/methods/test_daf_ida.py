@@ -110,9 +110,11 @@ def test_easy_hard_split_sizes_and_order():
 
 
 def test_discriminator_conventions_are_advents():
-    assert daf_ida.domain_bce is adversarial.domain_bce and daf_ida.entropy_map is adversarial.entropy_map
-    assert (daf_ida.SOURCE_LABEL, daf_ida.TARGET_LABEL) == (0.0, 1.0)
+    """DAF trains its discriminator with ADVENT's pieces: source = 0, target = 1, the same update."""
+    assert daf_ida.entropy_map is adversarial.entropy_map
+    assert (adversarial.SOURCE_LABEL, adversarial.TARGET_LABEL) == (0.0, 1.0)
     assert issubclass(daf_ida.DafIda, daf_ida.Advent)
+    assert daf_ida.DafIda.train_discriminators is daf_ida.Advent.train_discriminators
 
 
 # -- the DAF iteration ---------------------------------------------------------------------------
@@ -187,9 +189,11 @@ def test_discriminator_inputs_labels_and_depth_power(tiny_train_args, monkeypatc
     seen, outputs = [], []
     method.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     method.discriminator.register_forward_hook(lambda m, args, out: outputs.append(out.detach()))
+    from udaseg.methods import advent
+
     labels = []
-    real_bce = daf_ida.domain_bce
-    monkeypatch.setattr(daf_ida, "domain_bce", lambda logits, domain: labels.append(domain) or real_bce(logits, domain))
+    real_bce = advent.domain_bce
+    monkeypatch.setattr(advent, "domain_bce", lambda logits, domain: labels.append(domain) or real_bce(logits, domain))
     losses = method.train_step(src, tgt, 0)
     assert labels == [0.0, 0.0, 1.0]  # generator: target → source label; D: source 0, target 1
     gen, d_src, d_tgt = seen

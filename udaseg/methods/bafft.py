@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from udaseg.engine import dist
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
-from udaseg.methods.adversarial import SOURCE_LABEL, TARGET_LABEL, domain_bce, entropy_map, minent_loss
+from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.advent import Advent, AdventConfig
 from udaseg.methods.base import MethodContext
 from udaseg.methods.feature_banks import (AIM_CLASS_WEIGHTS, AIM_MODES, IGNORE, SEPARATION_PAIRS, STUFF_CLASSES,
@@ -137,6 +137,8 @@ class Bafft(Advent):
                                     ("sep_pairs", cfg.sep_pairs, SEPARATION_PAIRS)):
             if value not in choices:
                 raise ConfigError(f"method.{key} must be one of {', '.join(choices)}, got {value!r}")
+        if cfg.multi_level:
+            raise ConfigError("bafft is single-level (A.4): method.multi_level is ADVENT's option")
         if cfg.max_instances < 1:
             raise ConfigError(f"method.max_instances must be at least 1, got {cfg.max_instances}")
         super().__init__(cfg, ctx)
@@ -249,7 +251,7 @@ class Bafft(Advent):
         src_img = self.student.normalize(source["img"])
         tgt_img = self.student.normalize(target["img"])
         losses = {}
-        self.discriminator.requires_grad_(False)
+        self.freeze_discriminators()
 
         with self.grad_sync(False):  # 1.
             src_logits, src_up, src_features = self.student_pass(src_img, source["label"].shape[-2:])
@@ -259,7 +261,7 @@ class Bafft(Advent):
 
         tgt_logits, tgt_up, tgt_features = self.student_pass(tgt_img, tgt_img.shape[-2:])  # 2.
         tgt_map = self.disc_map(tgt_up)
-        losses["loss_adv"] = cfg.adv_lambda * domain_bce(self.discriminator(tgt_map), SOURCE_LABEL)
+        losses["loss_adv"] = self.fool([tgt_map], [cfg.adv_lambda])
         terms = self.target_terms(tgt_features, tgt_logits, active=it > 0)  # the reference starts at iteration 1
         losses["loss_cls"] = self.cls_lambda * terms["cls"]
         losses["loss_ins"] = self.ins_lambda * terms["ins"]
@@ -273,17 +275,8 @@ class Bafft(Advent):
             losses["loss_ent"] = cfg.ent_lambda * minent_loss(tgt_up.softmax(dim=1))
         self.backward(sum(losses[k] for k in losses if k != "loss_seg"))
 
-        self.discriminator.requires_grad_(True)  # 3.
-        disc = self.net("discriminator")
-        half = 0.5 if cfg.disc_half else 1.0
-        with self.grad_sync(False):
-            loss_d_src = half * domain_bce(disc(self.disc_map(src_up.detach())), SOURCE_LABEL)
-            self.backward(loss_d_src)
-        loss_d_tgt = half * domain_bce(disc(tgt_map.detach()), TARGET_LABEL)
-        self.backward(loss_d_tgt)
-        losses["loss_disc"] = loss_d_src + loss_d_tgt
-        self.step("main")  # 4.
-        self.step("discriminator")
+        losses["loss_disc"] = self.train_discriminators([self.disc_map(src_up.detach())], [tgt_map])  # 3.
+        self.step_all()  # 4.
         return {k: v.detach() for k, v in losses.items()}
 
     def diagnostics_row(self) -> dict:

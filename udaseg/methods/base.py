@@ -156,8 +156,8 @@ class Method(nn.Module):
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         for name in self.ddp_modules:
-            module = getattr(self, name)
-            if any(p.requires_grad for p in module.parameters()):
+            module = getattr(self, name, None)  # None: a network this configuration does not build
+            if module is not None and any(p.requires_grad for p in module.parameters()):
                 self._ddp[name] = DDP(module, device_ids=device_ids,
                                       find_unused_parameters=find_unused_parameters)
 

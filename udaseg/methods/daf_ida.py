@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from udaseg.data.catalog import CITYSCAPES_CLASSES, LabelSpace
 from udaseg.engine.pipeline import StepContext, register_step
 from udaseg.methods import register_method
-from udaseg.methods.adversarial import SOURCE_LABEL, TARGET_LABEL, domain_bce, entropy_map, minent_loss
+from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.advent import Advent, AdventConfig
 from udaseg.methods.base import MethodContext
 from udaseg.methods.losses import seg_cross_entropy
@@ -198,6 +198,8 @@ class DafIda(Advent):
         from udaseg.errors import ConfigError
         from udaseg.models.depth import DepthAwareSegmentor
 
+        if cfg.multi_level:
+            raise ConfigError("daf_ida is single-level (B.4): method.multi_level is ADVENT's option")
         if cfg.target_depth_power not in (1, 2):
             raise ConfigError(f"method.target_depth_power must be 1 or 2, got {cfg.target_depth_power}")
         super().__init__(cfg, ctx)
@@ -219,8 +221,7 @@ class DafIda(Advent):
         src_img = self.student.normalize(source["img"])
         tgt_img = self.student.normalize(target["img"])
         losses = {}
-        if self.discriminator is not None:
-            self.discriminator.requires_grad_(False)
+        self.freeze_discriminators()
 
         with self.grad_sync(False):  # 1.
             src_logits, src_depth = self.forward_with_depth(src_img, source["label"].shape[-2:])
@@ -234,28 +235,18 @@ class DafIda(Advent):
         tgt_prob = tgt_logits.softmax(dim=1)
         tgt_map = depth_aware_map(entropy_map(tgt_prob), tgt_depth, cfg.target_depth_power)
         loss = 0.0
-        if self.discriminator is not None:  # the unwrapped D: gradients reach the student only
-            losses["loss_adv"] = cfg.adv_lambda * domain_bce(self.discriminator(tgt_map), SOURCE_LABEL)
+        if self.discriminators:
+            losses["loss_adv"] = self.fool([tgt_map], [cfg.adv_lambda])
             loss = loss + losses["loss_adv"]
         if cfg.ent_lambda > 0:
             losses["loss_ent"] = cfg.ent_lambda * minent_loss(tgt_prob)
             loss = loss + losses["loss_ent"]
         self.backward(loss)
 
-        if self.discriminator is not None:  # 3.
-            self.discriminator.requires_grad_(True)
-            disc = self.net("discriminator")
+        if self.discriminators:  # 3.
             src_map = depth_aware_map(entropy_map(src_logits.detach().softmax(dim=1)), src_depth.detach(), 1)
-            half = 0.5 if cfg.disc_half else 1.0
-            with self.grad_sync(False):
-                loss_d_src = half * domain_bce(disc(src_map), SOURCE_LABEL)
-                self.backward(loss_d_src)
-            loss_d_tgt = half * domain_bce(disc(tgt_map.detach()), TARGET_LABEL)
-            self.backward(loss_d_tgt)
-            losses["loss_disc"] = loss_d_src + loss_d_tgt
-        self.step("main")  # 4.
-        if self.discriminator is not None:
-            self.step("discriminator")
+            losses["loss_disc"] = self.train_discriminators([src_map], [tgt_map])
+        self.step_all()  # 4.
         return {k: v.detach() for k, v in losses.items()}
 
 
