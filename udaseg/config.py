@@ -7,7 +7,8 @@ this order, from:
 1. the schema defaults (the dataclasses below; the method's schema comes from its class),
 2. the group files selected by name, ``configs/<group>/<name>.yaml`` (e.g. ``method=daformer``),
 3. experiment files given as ``CONFIG`` arguments (YAML with top-level keys; a group key may hold
-   a name, which selects the group file, or a mapping, which overrides keys inside the group),
+   a name, which selects the group file, or a mapping, which overrides keys inside the group; a
+   dotted key such as ``schedule.horizon: 250000`` edits a group the same file selects),
 4. ``key=value`` overrides from the command line (``method.ema_alpha=0.99``, ``iters=2000``).
 
 Every step is checked against the schema: an unknown key or a value of the wrong type is a
@@ -303,7 +304,13 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
         cfg = _merge(cfg, {group: data}, source)
     for source, data in experiments:
         data = {k: v for k, v in data.items() if not (k in GROUPS and isinstance(v, str))}
+        dotted = {k: data.pop(k) for k in [k for k in data if "." in k]}
         cfg = _merge(cfg, data, source)
+        for key, value in dotted.items():  # `schedule.horizon: 250000`: edits a group the file also chooses
+            nested: Any = value
+            for part in reversed(key.split(".")):
+                nested = {part: nested}
+            cfg = _merge(cfg, nested, source)
     dotlist = [f"{k}={v}" for k, v in overrides if k not in GROUPS]
     for item in dotlist:
         try:

@@ -233,3 +233,29 @@ def test_stage_stream_with_another_dataset_starts_from_the_stream_defaults(tiny_
     assert source.labels_from == "stage://pseudo/pseudo_labels"  # resolved by the pipeline, not here
     same = config_lib.compose_stage(base, {"benchmark": {"source": {"flip_prob": 0.0}}}, "stages.x")
     assert dict(same.benchmark.source.options) == {"depth": True} and same.benchmark.source.crop_size == [32, 64]
+
+
+@pytest.mark.parametrize("args", [
+    ["bafft_paper", "benchmark=gta2cs"], ["daf_ida_paper", "benchmark=synthia2cs"],
+    ["daf_ida_paper", "daf_ida_seven", "benchmark=synthia2cs"],
+    ["daf_ida_paper", "daf_ida_mapillary", "benchmark=synthia2mapillary"],
+    ["minicity_cpu", "minicity_bafft", "benchmark=minicity_gta2cs"],
+    ["minicity_cpu", "minicity_daf_ida", "benchmark=minicity_synthia2cs"]])
+def test_shipped_pipelines_plan(args, tmp_path):
+    """Every stage of the shipped pipelines composes and checks (the paper settings included)."""
+    planned = pipeline.plan(config_lib.compose(args), tmp_path)
+    trains = [c for s, c in planned if not s.is_step]
+    assert len(trains) >= 2 and all(c.model.init_from for c in trains[1:])
+    labels = [c.method.label for c in trains]
+    assert len(set(labels)) == len(labels)  # one report row per training stage
+
+
+def test_experiment_dotted_keys_edit_a_group_the_file_selects(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("schedule: poly09_sgd\nschedule.horizon: 250000\nmodel.head_options: {two_branch_quirk: true}\n")
+    cfg = config_lib.compose([str(exp), "benchmark=gta2cs", "method=advent", "model=deeplabv2_r101"])
+    assert cfg.schedule.optimizer == "sgd" and cfg.schedule.horizon == 250000
+    assert cfg.model.head_options.two_branch_quirk is True
+    exp.write_text("schedule: poly09_sgd\nschedule.no_such_key: 1\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*schedule\.no_such_key"):
+        config_lib.compose([str(exp), "benchmark=gta2cs", "method=advent", "model=deeplabv2_r101"])

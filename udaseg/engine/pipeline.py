@@ -161,7 +161,9 @@ def plan(cfg: DictConfig, run_dir: Path) -> list[tuple[Stage, Any]]:
             overrides, init = _training_overrides(stage, folders)
             stage_cfg = config_lib.compose_stage(cfg, overrides, f"stages.{stage.name}")
             trained.append(stage.name)
-            if not _sets(overrides, "method", "label"):
+            chosen = overrides.get("method")  # a group file chosen by name may carry its own label
+            if not _sets(overrides, "method", "label") and not (
+                    isinstance(chosen, str) and config_lib._group_data("method", chosen)[1].get("label")):
                 stage_cfg.method.label = "+".join(trained)
             if init == "previous":
                 init = previous_train
