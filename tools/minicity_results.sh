@@ -31,6 +31,14 @@ RECIPES=(
   "hrda|hrda|minicity_cs2acdc|minicity_rcs minicity_hrda"
   "hrda+mic|hrda+mic|minicity_gta2cs|minicity_rcs minicity_hrda minicity_mic $GTA_MARGINS"
   "hrda+mic|hrda+mic|minicity_cs2acdc|minicity_rcs minicity_hrda minicity_mic method.mic_mode=separate"
+  # The DeepLab-v2 family (issue 6) on its CPU stand-in model; pipelines give one record per stage.
+  # On SYNTHIA → Cityscapes the family trains 16-way, as DAF's protocol (mIoU16, mIoU13).
+  "source_only_deeplab|source_only|minicity_gta2cs|method=source_only model=minicity_deeplab"
+  "source_only_deeplab|source_only|minicity_synthia2cs|method=source_only model=minicity_deeplab benchmark.label_space=synthia16"
+  "advent|advent|minicity_gta2cs|minicity_advent"
+  "advent|advent|minicity_synthia2cs|minicity_advent benchmark.label_space=synthia16"
+  "bafft|bafft|minicity_gta2cs|minicity_bafft"
+  "daf_ida|daf|minicity_synthia2cs|minicity_daf_ida"
 )
 RECORDS="${RECORDS:-docs/results/runs}"
 run_recipe() {  # name label benches args
@@ -49,8 +57,18 @@ run_recipe() {  # name label benches args
             method.label="$label" --out "$out" --quiet
         fi
       fi
-      mkdir -p "$record.tmp"
-      cp "$out"/{config.yaml,env.json,eval.json,metrics.jsonl} "$record.tmp/"
+      rm -rf "$record.tmp" && mkdir -p "$record.tmp"
+      if [[ -f "$out/pipeline.json" ]]; then  # a pipeline: every stage's record, and the step summaries
+        cp "$out"/{config.yaml,env.json,eval.json,pipeline.json} "$record.tmp/"
+        for stage in "$out"/stages/*/; do
+          mkdir -p "$record.tmp/stages/$(basename "$stage")"
+          for f in config.yaml env.json eval.json metrics.jsonl summary.json stage_done.json easy.txt hard.txt; do
+            [[ -f "$stage/$f" ]] && cp "$stage/$f" "$record.tmp/stages/$(basename "$stage")/"
+          done
+        done
+      else
+        cp "$out"/{config.yaml,env.json,eval.json,metrics.jsonl} "$record.tmp/"
+      fi
       rm -rf "$record" && mv "$record.tmp" "$record"
     done
   done
@@ -62,7 +80,7 @@ for want in ${ONLY:-ALL}; do
   done
 done
 reports=()
-for bench in minicity_gta2cs minicity_cs2acdc; do
+for bench in minicity_gta2cs minicity_cs2acdc minicity_synthia2cs; do
   [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
 done
 udaseg report "${reports[@]}" --out docs/results/minicity.md \

@@ -198,14 +198,23 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
         keys = _metric_keys(bench_groups)
         primary = bench_groups[0].results[0].get("metric") or (keys[0] if keys else "mIoU19")
         keys = sorted(keys, key=lambda k: k != primary)  # the benchmark's headline first
-        low = next((g for g in bench_groups if g.label == "source_only"), None)
-        high = next((g for g in bench_groups if g.label == "oracle"), None)
+        def references(model: str) -> tuple[Group | None, Group | None]:
+            """Source-only and oracle of ``model`` when both were run, else the benchmark's first pair."""
+            pairs = {}
+            for g in bench_groups:
+                if g.label in ("source_only", "oracle"):
+                    pairs.setdefault(g.model, {}).setdefault(g.label, g)
+            pair = pairs.get(model) if len(pairs.get(model, {})) == 2 else next(
+                (p for p in pairs.values() if len(p) == 2), {})
+            return pair.get("source_only"), pair.get("oracle")
+
         lines += [f"## {bench} — evaluated on {eval_name}", ""]
         header = ["method", "model", "seeds", *keys, f"gap closed ({primary})"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for g in bench_groups:
             cells = [g.label, g.model, f"{len(g.results)} ({', '.join(map(str, sorted(g.seeds)))})",
-                     *[_fmt(g.mean(k), g.std(k)) for k in keys], _gap_closed(g, low, high, primary)]
+                     *[_fmt(g.mean(k), g.std(k)) for k in keys],
+                     _gap_closed(g, *references(g.model), primary)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         classes = list(bench_groups[0].results[0]["per_class_iou"])

@@ -199,3 +199,27 @@ def test_report_shows_further_evaluation_sets_in_one_compact_table(tiny_run, tmp
     assert text.count("## ") == 1 and f"evaluated on {first}" in text  # one full section
     assert f"| method | {first} | val_fog |" in text
     assert f"{30.0:.1f} ± {np.std([0.25, 0.35], ddof=1) * 100:.1f}" in text  # 30.0 ± 7.1 on val_fog
+
+
+def test_gap_closed_uses_the_source_only_and_oracle_of_the_same_model(tiny_run, tmp_path):
+    from udaseg.report import write_report
+
+    def fake(name, label, model, miou):
+        run = tmp_path / name
+        shutil.copytree(tiny_run, run)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["method"]["label"], cfg["model"]["name"] = label, model
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["all"] = [{**evaluation["all"][0], "mIoU19": miou}]
+        (run / "eval.json").write_text(json.dumps(evaluation))
+        return run
+
+    runs = [fake("a", "source_only", "cnn", 0.10), fake("b", "oracle", "cnn", 0.30),
+            fake("c", "source_only", "deeplab", 0.20), fake("d", "advent", "deeplab", 0.25)]
+    text = write_report(runs, tmp_path / "r.md").read_text()
+    assert "| advent | deeplab | 1 (0) | 25.0 ± 0.0" in text and "| 75% |" in text  # cnn's pair: (25−10)/(30−10)
+    runs.append(fake("e", "oracle", "deeplab", 0.40))
+    text = write_report(runs, tmp_path / "r.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| advent |"))
+    assert row.endswith("| 25% |")  # deeplab's own pair: (25−20)/(40−20)
