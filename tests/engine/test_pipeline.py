@@ -167,12 +167,19 @@ def _cli(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_four_stage_pipeline_killed_in_stage_3_resumes_to_completion(tiny_train_args, tmp_path):
-    stages = {"so": {}, "pseudo": {"step": "pseudo_labels", "rule": "argmax"},
-              "isl": {**ISL, "iters": 24, "checkpoint_every": 4},
-              "ida": {"method": "advent", "benchmark": {"source": ISL["benchmark"]["source"]}}}
+TINY_DAF = ["model=minicity_deeplab_daf", "model.backbone_options.width=8", "model.backbone_options.depths=[1,1,1,1]",
+            "model.depth.up_channels=4", "model.depth.fusion_channels=8", "model.depth.kernel_size=3"]
+
+
+def test_daf_ida_pipeline_killed_in_stage_3_resumes_to_completion(tiny_train_args, tmp_path):
+    """minicity_daf_ida on a tiny MiniCity: daf → pseudo → isl → rank → ida; SIGKILLed while ISL
+    (stage 3) trains, resumed with --resume to the end."""
+    args = [a for a in tiny_train_args("daf_ida", benchmark="minicity_synthia2cs", **{"method.disc_width": 4})
+            if not a.startswith("model")] + TINY_DAF + [
+        "minicity_daf_ida", "stages.isl.iters=24", "stages.isl.checkpoint_every=4", "stages.ida.iters=4",
+        "stages.isl.benchmark.source.crop_size=[32,64]", "stages.ida.benchmark.source.crop_size=[32,64]"]
     run = tmp_path / "run"
-    proc = _cli(["train", *_pipeline_args(tiny_train_args, stages), "--out", str(run), "--quiet"])
+    proc = _cli(["train", *args, "--out", str(run), "--quiet"])
     ckpt = run / "stages" / "03_isl" / "checkpoints" / "last.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -182,8 +189,8 @@ def test_four_stage_pipeline_killed_in_stage_3_resumes_to_completion(tiny_train_
     assert proc.poll() is None, f"the pipeline ended before stage 3 could be killed: {proc.communicate()[1][-2000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (run / "eval.json").exists() and not (run / "stages" / "04_ida").exists()
-    first = run / "stages" / "01_so" / "checkpoints" / "last.pt"
+    assert not (run / "eval.json").exists() and not (run / "stages" / "04_rank").exists()
+    first = run / "stages" / "01_daf" / "checkpoints" / "last.pt"
     before = first.stat().st_mtime_ns, (run / "stages" / "02_pseudo" / "summary.json").stat().st_mtime_ns
 
     resumed = _cli(["train", "--resume", "--out", str(run), "--quiet"])
@@ -194,19 +201,22 @@ def test_four_stage_pipeline_killed_in_stage_3_resumes_to_completion(tiny_train_
     rows = [json.loads(line) for line in (run / "stages" / "03_isl" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows if "eval" not in r] == list(range(1, 25))
     state = json.loads((run / "pipeline.json").read_text())
-    assert state["complete"] and [s["stage"] for s in state["stages"]] == ["so", "pseudo", "isl", "ida"]
+    assert state["complete"] and [s["stage"] for s in state["stages"]] == ["daf", "pseudo", "isl", "rank", "ida"]
     final = json.loads((run / "eval.json").read_text())
-    last = json.loads((run / "stages" / "04_ida" / "eval.json").read_text())
-    assert final["stage"] == "ida" and final["mIoU19"] == last["mIoU19"]
-    ida_cfg = OmegaConf.load(run / "stages" / "04_ida" / "config.yaml")
-    assert ida_cfg.model.init_from == str(run / "stages" / "03_isl") and ida_cfg.method.label == "so+isl+ida"
-    assert len(list((run / "stages" / "02_pseudo" / "pseudo_labels").glob("*.png"))) == state["stages"][1][
-        "summary"]["images"]
+    last = json.loads((run / "stages" / "05_ida" / "eval.json").read_text())
+    assert final["stage"] == "ida" and final["mIoU16"] == last["mIoU16"]
+    ida_cfg = OmegaConf.load(run / "stages" / "05_ida" / "config.yaml")
+    assert ida_cfg.model.init_from == str(run / "stages" / "03_isl") and ida_cfg.method.label == "daf+isl+ida"
+    assert ida_cfg.benchmark.source.subset == str(run / "stages" / "04_rank" / "easy.txt")
+    rank = run / "stages" / "04_rank"
+    easy, hard = ((rank / f).read_text().split() for f in ("easy.txt", "hard.txt"))
+    assert len(easy) == int(0.66 * (len(easy) + len(hard))) and not set(easy) & set(hard)
+    assert sorted(p.stem for p in (rank / "pseudo_labels").glob("*.png")) == sorted(easy)
 
     from udaseg.report import expand_run_dirs
 
-    assert [p.name for p in expand_run_dirs([run])] == ["01_so", "03_isl", "04_ida"]  # a row per training stage
-    assert [p.name for p in expand_run_dirs([tmp_path])] == ["01_so", "03_isl", "04_ida"]
+    expected = ["01_daf", "03_isl", "05_ida"]  # a report row per training stage
+    assert [p.name for p in expand_run_dirs([run])] == [p.name for p in expand_run_dirs([tmp_path])] == expected
 
 
 def test_method_inputs_load_tensor_files_and_run_networks(tiny_run, tmp_path):
