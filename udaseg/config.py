@@ -306,11 +306,7 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
         data = {k: v for k, v in data.items() if not (k in GROUPS and isinstance(v, str))}
         dotted = {k: data.pop(k) for k in [k for k in data if "." in k]}
         cfg = _merge(cfg, data, source)
-        for key, value in dotted.items():  # `schedule.horizon: 250000`: edits a group the file also chooses
-            nested: Any = value
-            for part in reversed(key.split(".")):
-                nested = {part: nested}
-            cfg = _merge(cfg, nested, source)
+        cfg = _merge_dotted(cfg, dotted, source)  # `schedule.horizon: 250000`: edits a group the file chooses
     dotlist = [f"{k}={v}" for k, v in overrides if k not in GROUPS]
     for item in dotlist:
         try:
@@ -323,16 +319,26 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
     return cfg
 
 
+def _merge_dotted(cfg: DictConfig, dotted: dict, source: str) -> DictConfig:
+    for key, value in dotted.items():
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        cfg = _merge(cfg, nested, source)
+    return cfg
+
+
 def compose_stage(base: DictConfig, overrides: dict, source: str) -> DictConfig:
     """The config of one pipeline stage: ``base`` (a resolved config, without its ``stages``) with
     the stage's ``overrides`` on top. A group given by name (``method: source_only``) starts again
     from that group file — for ``method`` with the chosen method's schema — and a mapping edits
     the group, except that a mapping naming another method, or another dataset for a training
-    stream (``benchmark.source.dataset``), starts that part from its defaults; other keys replace
-    the base's."""
+    stream (``benchmark.source.dataset``), starts that part from its defaults; a dotted key
+    (``method.label: x``) edits after that; other keys replace the base's."""
     data = OmegaConf.to_container(base, resolve=True)
     data.pop("stages", None)
     overrides = dict(overrides)
+    dotted = {k: overrides.pop(k) for k in [k for k in overrides if "." in k]}  # `method.label: x`
     for group in GROUPS:
         if isinstance(overrides.get(group), str):
             data[group] = _group_data(group, overrides.pop(group))[1]
@@ -352,6 +358,7 @@ def compose_stage(base: DictConfig, overrides: dict, source: str) -> DictConfig:
     schema.method = OmegaConf.structured(_method_schema(name))
     cfg = _merge(schema, data, f"{source} (base config)")
     cfg = _merge(cfg, overrides, source)
+    cfg = _merge_dotted(cfg, dotted, source)
     cfg.stages = {}
     validate(cfg)
     return cfg

@@ -250,12 +250,13 @@ def test_stage_stream_with_another_dataset_starts_from_the_stream_defaults(tiny_
     ["daf_ida_paper", "daf_ida_seven", "benchmark=synthia2cs"],
     ["daf_ida_paper", "daf_ida_mapillary", "benchmark=synthia2mapillary"],
     ["minicity_cpu", "minicity_bafft", "benchmark=minicity_gta2cs"],
-    ["minicity_cpu", "minicity_daf_ida", "benchmark=minicity_synthia2cs"]])
+    ["minicity_cpu", "minicity_daf_ida", "benchmark=minicity_synthia2cs"],
+    ["minicity_diga"], ["minicity_diga_fda"], ["minicity_diga_semisup"]])
 def test_shipped_pipelines_plan(args, tmp_path):
     """Every stage of the shipped pipelines composes and checks (the paper settings included)."""
     planned = pipeline.plan(config_lib.compose(args), tmp_path)
     trains = [c for s, c in planned if not s.is_step]
-    assert len(trains) >= 2 and all(c.model.init_from for c in trains[1:])
+    assert len(trains) >= 2 and trains[-1].model.init_from
     labels = [c.method.label for c in trains]
     assert len(set(labels)) == len(labels)  # one report row per training stage
 
@@ -269,3 +270,15 @@ def test_experiment_dotted_keys_edit_a_group_the_file_selects(tmp_path):
     exp.write_text("schedule: poly09_sgd\nschedule.no_such_key: 1\n")
     with pytest.raises(ConfigError, match=r"exp\.yaml.*schedule\.no_such_key"):
         config_lib.compose([str(exp), "benchmark=gta2cs", "method=advent", "model=deeplabv2_r101"])
+
+
+def test_a_split_step_may_come_first_and_networks_of_stages_resolve(tiny_train_args, tmp_path):
+    stages = {"split": {"step": "semisup_split", "fraction": 0.5},
+              "sup": {"benchmark": {"source": {"dataset": "cityscapes", "root": "cityscapes",
+                                               "subset": "stage://split/labelled.txt"}}},
+              "next": {"inputs": {"net": "stage://sup:teacher", "file": "stage://split/x.pt"}}}
+    planned = pipeline.plan(config_lib.compose(_pipeline_args(tiny_train_args, stages)), tmp_path)
+    nxt = planned[2][1]
+    assert nxt.inputs.net == f"{tmp_path / 'stages' / '02_sup'}:teacher"
+    assert nxt.inputs.file == str(tmp_path / "stages" / "01_split" / "x.pt")
+    assert planned[1][1].model.init_from is None  # nothing trained before it

@@ -53,16 +53,20 @@ from udaseg.errors import ConfigError, UdasegError
 
 STAGE_SCHEME = "stage://"
 # Modules that register offline steps, imported on first lookup.
-STEP_MODULES = ("udaseg.engine.steps", "udaseg.methods.daf_ida")
+STEP_MODULES = ("udaseg.engine.steps", "udaseg.methods.daf_ida", "udaseg.methods.diga")
 _STEPS: dict[str, tuple[type, Callable]] = {}
+_NO_NETWORK: set[str] = set()
 
 
-def register_step(name: str, config_cls: type) -> Callable[[Callable], Callable]:
-    """``@register_step("pseudo_labels", PseudoLabelConfig)`` on ``fn(ctx: StepContext, cfg) -> dict``."""
+def register_step(name: str, config_cls: type, needs_network: bool = True) -> Callable[[Callable], Callable]:
+    """``@register_step("pseudo_labels", PseudoLabelConfig)`` on ``fn(ctx: StepContext, cfg) -> dict``;
+    ``needs_network=False`` for a step that may come before any training stage (a data split)."""
     def deco(fn: Callable) -> Callable:
         if name in _STEPS:
             raise ValueError(f"step {name!r} registered twice")
         _STEPS[name] = (config_cls, fn)
+        if not needs_network:
+            _NO_NETWORK.add(name)
         return fn
 
     return deco
@@ -119,10 +123,12 @@ def resolve_refs(obj: Any, folders: dict[str, Path], stage: Stage) -> Any:
         return [resolve_refs(v, folders, stage) for v in obj]
     if isinstance(obj, str) and obj.startswith(STAGE_SCHEME):
         name, _, rest = obj[len(STAGE_SCHEME):].partition("/")
+        name, colon, network = name.partition(":")  # stage://NAME:NETWORK — a network of a run (inputs)
         if name not in folders:
             raise ConfigError(f"stages.{stage.name}: {obj!r} names no earlier stage "
                               f"(earlier: {', '.join(folders) or 'none'})")
-        return str(folders[name] / rest) if rest else str(folders[name])
+        path = str(folders[name] / rest) if rest else str(folders[name])
+        return f"{path}:{network}" if colon else path
     return obj
 
 
@@ -140,7 +146,7 @@ def _training_overrides(stage: Stage, folders: dict[str, Path]) -> tuple[dict, A
 
 def _sets(overrides: dict, group: str, key: str) -> bool:
     value = overrides.get(group)
-    return isinstance(value, dict) and value.get(key) is not None
+    return (isinstance(value, dict) and value.get(key) is not None) or overrides.get(f"{group}.{key}") is not None
 
 
 def plan(cfg: DictConfig, run_dir: Path) -> list[tuple[Stage, Any]]:
@@ -154,7 +160,8 @@ def plan(cfg: DictConfig, run_dir: Path) -> list[tuple[Stage, Any]]:
     previous_train: str | None = None
     for stage in stages:
         if stage.is_step:
-            if previous_train is None:
+            get_step(stage.data["step"])
+            if previous_train is None and stage.data["step"] not in _NO_NETWORK:
                 raise ConfigError(f"stages.{stage.name}: step {stage.data['step']!r} needs a training stage before it")
             planned.append((stage, step_config(stage)))
         else:
@@ -184,7 +191,7 @@ class StepContext:
     """What an offline step sees: the previous training stage's network, the base config's data,
     its own output folder."""
 
-    def __init__(self, cfg: DictConfig, out_dir: Path, source: Path, device: torch.device):
+    def __init__(self, cfg: DictConfig, out_dir: Path, source: Path | None, device: torch.device):
         from udaseg.data.catalog import get_label_space
 
         self.cfg, self.out_dir, self.source, self.device = cfg, out_dir, source, device
@@ -194,6 +201,8 @@ class StepContext:
         """The previous training stage's evaluated network (or ``name``), in eval mode on the device."""
         from udaseg.engine.checkpoint import load_network
 
+        if self.source is None:
+            raise UdasegError("this step comes before any training stage: it has no network to run")
         if name is None:
             evaluation = json.loads((self.source / "eval.json").read_text())
             name = evaluation.get("network", "student")

@@ -13,7 +13,7 @@ from udaseg.methods.base import Method, MethodConfig, MethodContext
 _REGISTRY: dict[str, type[Method]] = {}
 # Modules that register methods, imported on first lookup (keeps `import udaseg` light).
 _METHOD_MODULES = ("udaseg.methods.source_only", "udaseg.methods.daformer", "udaseg.methods.advent",
-                  "udaseg.methods.bafft", "udaseg.methods.daf_ida")
+                  "udaseg.methods.bafft", "udaseg.methods.daf_ida", "udaseg.methods.diga")
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:

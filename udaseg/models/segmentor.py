@@ -13,8 +13,10 @@
   ``imagenet``    RGB, (x − (123.675, 116.28, 103.53)) / (58.395,  MiT / SegFormer / timm / tiny CNN
                   57.12, 57.375)                                  (DAFormer §1.5)
   ``caffe_bgr``   channels → BGR, x − (104.008, 116.669,          DeepLab-v2 ResNet (ADVENT, BAFFT,
-                  122.679) (BGR order), no std                    DAF, DiGA: §A.3, §B.3.1)
+                  122.679) (BGR order), no std                    DAF: §A.3, §B.3.1)
   ==============  ============================================  =====================================
+
+  ``caffe_bgr128`` is ``caffe_bgr`` divided by 128 (input ≈ [−1, 1]), DiGA's (diga.md §3.3).
 
 * ``extract_features(x)`` — backbone stages (FD, depth heads, prototypes);
   ``decode(features)`` — logits at the head's stride;
@@ -48,6 +50,8 @@ NORMALIZATIONS: dict[str, Normalization] = {
     "imagenet": Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), bgr=False),
     # Caffe mean in BGR order; the DeepLab ResNet checkpoints were trained on BGR 0–255 input.
     "caffe_bgr": Normalization((104.008, 116.669, 122.679), (1.0, 1.0, 1.0), bgr=True),
+    # DiGA / TridentAdapt (spec diga.md §3.3): the Caffe BGR mean, then ÷128 (input ≈ [−1, 1]).
+    "caffe_bgr128": Normalization((104.008, 116.669, 122.679), (128.0, 128.0, 128.0), bgr=True),
 }
 
 
