@@ -401,3 +401,23 @@ def test_translator_warmup_pseudo_labels_centroids_selftrain_pipeline(minicity_s
     assert {"loss_seg", "loss_mix", "loss_distil", "consensus_kept", "pl_acc_offline"} <= set(train_rows[0])
     assert final["network"] == "student" and final["mIoU19"] is not None
     assert json.loads((run / "eval.json").read_text())["stage"] == "round1"
+
+
+def test_dg_mode_never_reads_a_target_training_image(tiny_train_args, tmp_path, monkeypatch):
+    """diga_dg on minicity_gta_dg: the only training split opened is GTA's; every MiniCity target
+    appears only as a validation set."""
+    from udaseg import config as config_lib
+    from udaseg.data import registry
+    from udaseg.engine import trainer
+
+    opened = []
+    real = registry.create_dataset
+    monkeypatch.setattr(registry, "create_dataset",
+                        lambda name, root, split, **kw: opened.append((name, split)) or real(name, root, split, **kw))
+    args = [a for a in tiny_train_args("diga_dg", benchmark="minicity_gta_dg", iters=2)
+            if not a.startswith(("benchmark.target", "model"))] + [
+        "model=minicity_deeplab_proda", "model.backbone_options.width=8", "model.backbone_options.depths=[1,1,1,1]",
+        "model.head_options.channels=8", "model.head_options.groups=4"]
+    final = trainer.train(config_lib.compose(args), tmp_path / "dg", progress=False)
+    assert [n for n, s in opened if s == "train"] == ["gta5"]
+    assert {r["name"] for r in final["all"]} == {"cityscapes_val", "acdc_val", "foggy_val_beta0.02"}
