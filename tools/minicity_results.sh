@@ -17,6 +17,7 @@ SEEDS="${SEEDS:-0 1 2}"
 udaseg data minicity --out "$DATA" --quiet
 udaseg data prepare gta5 "$DATA/gta" >/dev/null       # rare class sampling statistics
 udaseg data prepare cityscapes "$DATA/cityscapes" >/dev/null
+udaseg data prepare synthia "$DATA/synthia" >/dev/null
 
 GTA_MARGINS='benchmark.target.pseudo_margins=[8,60,8,8]'  # HRDA's v2 crop on Cityscapes targets
 # run name | label in the report | benchmarks | config arguments
@@ -31,6 +32,13 @@ RECIPES=(
   "hrda|hrda|minicity_cs2acdc|minicity_rcs minicity_hrda"
   "hrda+mic|hrda+mic|minicity_gta2cs|minicity_rcs minicity_hrda minicity_mic $GTA_MARGINS"
   "hrda+mic|hrda+mic|minicity_cs2acdc|minicity_rcs minicity_hrda minicity_mic method.mic_mode=separate"
+  # TigDA and EBDA (issue 5) against DAFormer on the benchmarks their papers use; the baselines
+  # of the two further benchmarks first.
+  "source_only|source_only|minicity_synthia2cs minicity_cs2foggy|method=source_only"
+  "oracle|oracle|minicity_synthia2cs minicity_cs2foggy|method=oracle"
+  "daformer|daformer|minicity_synthia2cs minicity_cs2foggy|minicity_rcs method=daformer_minicity"
+  "daformer+tigda|daformer+tigda|minicity_gta2cs minicity_synthia2cs|minicity_rcs minicity_tigda method=daformer_minicity"
+  "daformer+ebda|daformer+ebda|minicity_cs2acdc minicity_cs2foggy|minicity_rcs minicity_ebda method=daformer_minicity"
   # The DeepLab-v2 family (issue 6) on its CPU stand-in model; pipelines give one record per stage.
   # On SYNTHIA → Cityscapes the family trains 16-way, as DAF's protocol (mIoU16, mIoU13).
   "source_only_deeplab|source_only|minicity_gta2cs|method=source_only model=minicity_deeplab"
@@ -39,6 +47,17 @@ RECIPES=(
   "advent|advent|minicity_synthia2cs|minicity_advent benchmark.label_space=synthia16"
   "bafft|bafft|minicity_gta2cs|minicity_bafft"
   "daf_ida|daf|minicity_synthia2cs|minicity_daf_ida"
+  # DiGA (issue 7): the pipeline with the translator and with FDA, DG on unseen targets (and its
+  # source-only control on the same model), semi-supervised at 1/8 labels (with its control).
+  "source_only_proda|source_only|minicity_gta2cs|method=source_only model=minicity_deeplab_proda benchmark.batch_size=2 iters=400"
+  "source_only_proda|source_only|minicity_synthia2cs|method=source_only model=minicity_deeplab_proda benchmark.batch_size=2 iters=400 benchmark.label_space=synthia16"
+  "diga_warmup_photometric|diga_warmup_photometric|minicity_gta2cs|method=diga model=minicity_deeplab_proda method.styling=none benchmark.batch_size=2 iters=400"
+  "diga|diga|minicity_gta2cs|minicity_diga"
+  "diga_fda|diga_fda|minicity_gta2cs|minicity_diga_fda"
+  "diga_synthia|diga_fda|minicity_synthia2cs|minicity_diga_synthia"
+  "diga_dg|diga_dg|minicity_gta_dg|minicity_diga_dg"
+  "dg_source_only|source_only|minicity_gta_dg|minicity_diga_dg method=source_only"
+  "diga_semisup|diga_semisup|minicity_gta2cs|minicity_diga_semisup"
 )
 RECORDS="${RECORDS:-docs/results/runs}"
 run_recipe() {  # name label benches args
@@ -80,7 +99,7 @@ for want in ${ONLY:-ALL}; do
   done
 done
 reports=()
-for bench in minicity_gta2cs minicity_cs2acdc minicity_synthia2cs; do
+for bench in minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy minicity_gta_dg; do
   [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
 done
 udaseg report "${reports[@]}" --out docs/results/minicity.md \
