@@ -251,7 +251,7 @@ def test_stage_stream_with_another_dataset_starts_from_the_stream_defaults(tiny_
     ["daf_ida_paper", "daf_ida_mapillary", "benchmark=synthia2mapillary"],
     ["minicity_cpu", "minicity_bafft", "benchmark=minicity_gta2cs"],
     ["minicity_cpu", "minicity_daf_ida", "benchmark=minicity_synthia2cs"],
-    ["minicity_diga"], ["minicity_diga_fda"], ["minicity_diga_semisup"]])
+    ["minicity_diga"], ["minicity_diga_fda"], ["minicity_diga_semisup"], ["minicity_diga_synthia"]])
 def test_shipped_pipelines_plan(args, tmp_path):
     """Every stage of the shipped pipelines composes and checks (the paper settings included)."""
     planned = pipeline.plan(config_lib.compose(args), tmp_path)
