@@ -83,7 +83,24 @@ PRESETS: dict[str, list[BenchEntry]] = {
                     "benchmark.source.crop_size=[720,1280]")),
     ],
 }
-PRESETS["all"] = PRESETS["cpu"] + PRESETS["gpu"]
+# The DeepLab-v2 family and DiGA on their MiniCity CPU stand-ins, each against source-only on the
+# same model and batch (`udaseg bench --preset family`); pipelines are timed at their first stage
+# (BAFFT step 1, DAF, DiGA's warm-up), plus BAFFT's step 2 (synthetic pseudo-labels).
+_SYN16 = ("minicity_cpu", "benchmark=minicity_synthia2cs", "benchmark.label_space=synthia16")
+_PRODA = ("minicity_cpu", "benchmark=minicity_gta2cs", "model=minicity_deeplab_proda", "benchmark.batch_size=2")
+PRESETS["family"] = [
+    BenchEntry((*_MINICITY, "method=source_only", "model=minicity_deeplab")),
+    BenchEntry((*_MINICITY, "minicity_advent")),
+    BenchEntry((*_MINICITY, "minicity_advent", "method.multi_level=true", "method.label=advent(multi-level)")),
+    BenchEntry((*_MINICITY, "minicity_bafft", "method.label=bafft_step1")),
+    BenchEntry((*_MINICITY, "minicity_bafft", "method.step=2", "method.label=bafft_step2")),
+    BenchEntry((*_SYN16, "method=source_only", "model=minicity_deeplab_daf", "benchmark.source.options={depth: true}")),
+    BenchEntry((*_SYN16, "minicity_daf")),
+    BenchEntry((*_PRODA, "method=source_only")),
+    BenchEntry((*_PRODA, "method=diga", "method.styling=fda", "method.label=diga_warmup(fda)")),
+    BenchEntry((*_PRODA, "method=diga", "method.styling=none", "method.label=diga_warmup(photometric)")),
+]
+PRESETS["all"] = PRESETS["cpu"] + PRESETS["gpu"] + PRESETS["family"]
 
 
 def crop_size(cfg) -> tuple[int, int]:
@@ -138,11 +155,17 @@ def measure(args: list[str], steps: int, warmup: int, device_name: str = "auto")
     def labels():
         return torch.randint(0, space.num_classes, (batch, h, w), generator=generator).to(device)
 
+    def depth():  # SYNTHIA-like depth in metres (DAF's BerHu reads it)
+        return (1.0 + 99.0 * torch.rand((batch, h, w), generator=generator)).to(device)
+
     times = []
     method.train()
     for it in range(warmup + steps):
         source = {"img": images(), "label": labels()}
-        target = {"img": images()} if method_cls.uses_target else None
+        if cfg.benchmark.source.options.get("depth"):
+            source["depth"] = depth()
+        # Offline pseudo-labels ride along for the methods that read them (BAFFT step 2).
+        target = {"img": images(), "pseudo_label": labels()} if method_cls.uses_target else None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="*", metavar="CONFIG",
                    help="each a quoted list of config arguments (experiment files and key=value); "
                         "default: the --preset set")
-    p.add_argument("--preset", choices=("cpu", "gpu", "all"), default=None,
+    p.add_argument("--preset", choices=("cpu", "gpu", "family", "all"), default=None,
                    help="shipped set (default: gpu on a CUDA machine, cpu otherwise)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per config (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")

@@ -155,3 +155,45 @@ def test_multi_level_loss_weights_by_hand(tiny_train_args):
     losses = method.train_step(src, tgt, 0)
     assert float(losses["loss_seg"]) == pytest.approx(float(seg), rel=1e-5)
     assert float(losses["loss_adv"]) == pytest.approx(float(adv), rel=1e-5)
+
+
+def test_source_ce_is_the_mean_over_labelled_pixels(tiny_train_args):
+    """ADVENT's cross_entropy_2d averages over the non-ignored pixels (``loss_norm: valid``): with
+    zero logits every labelled pixel costs ln 19, so loss_seg = ln 19 ≈ 2.944 although half the
+    pixels are 255 (the mean over all pixels would give ½·ln 19 ≈ 1.472)."""
+    from udaseg.data.catalog import get_label_space
+    from udaseg.methods import MethodContext, create_method
+    from udaseg.methods.advent import AdventConfig
+
+    assert AdventConfig().loss_norm == "valid"
+    cfg = config_lib.compose(_deeplab(tiny_train_args("advent", **{"method.disc_width": 8})))
+    assert cfg.method.loss_norm == "valid"  # the shipped method/advent.yaml
+    ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=10,
+                        label_space=get_label_space("cityscapes19"), device=torch.device("cpu"))
+    method = create_method(cfg.method, ctx)
+    method.set_iteration(0)
+    with torch.no_grad():
+        for conv in method.student.decode_head.conv2d_list:
+            conv.weight.zero_()
+            conv.bias.zero_()
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 19, (2, 32, 64), generator=g)
+    label[:, :16] = 255
+    src = {"img": torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8, generator=g), "label": label}
+    tgt = {"img": torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8, generator=g)}
+    method.train()
+    losses = method.train_step(src, tgt, 0)
+    assert float(losses["loss_seg"]) == pytest.approx(math.log(19), rel=1e-6)
+
+
+def test_advent_paper_is_the_released_multi_level_setting():
+    """experiment/advent_paper = ADVENT's advent.yml over its config.py defaults: MULTI_LEVEL True
+    (aux CE 0.1, aux adversarial 0.0002), λ_adv 0.001, D lr 1e-4, poly over 250k stopped at 120k,
+    GTA 1280×720 / Cityscapes 1024×512 whole frames, batch 1 + 1, seed 1234."""
+    cfg = config_lib.compose(["advent_paper", "benchmark=gta2cs"])
+    m = cfg.method
+    assert m.multi_level is True and m.loss_norm == "valid" and m.disc_half is True
+    assert (m.seg_lambda_aux, m.adv_lambda, m.adv_lambda_aux, m.ent_lambda, m.disc_lr) == (0.1, 0.001, 0.0002, 0.0, 1e-4)
+    assert (cfg.iters, cfg.schedule.horizon, cfg.schedule.lr, cfg.seed) == (120000, 250000, 2.5e-4, 1234)
+    assert cfg.benchmark.batch_size == 1
+    assert list(cfg.benchmark.source.resize_to) == [720, 1280] and list(cfg.benchmark.target.resize_to) == [512, 1024]

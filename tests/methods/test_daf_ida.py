@@ -154,6 +154,15 @@ def test_daf_defaults_are_the_release():
     assert shipped.target_depth_power == 2 and shipped.disc_half is False and shipped.depth_lambda == 0.001
 
 
+def test_daf_ida_paper_seeds_every_stage_with_1234(tmp_path):
+    """B.6 / B.9: the release seeds torch, numpy and random with 1234 (DAF, ISL and IDA)."""
+    from udaseg.engine import pipeline
+
+    planned = pipeline.plan(config_lib.compose(["daf_ida_paper", "benchmark=synthia2cs"]), tmp_path)
+    seeds = {stage.name: cfg.seed for stage, cfg in planned if not stage.is_step}
+    assert seeds == {"daf": 1234, "isl1": 1234, "isl2": 1234, "isl3": 1234, "ida": 1234}
+
+
 def test_one_daf_step_trains_student_and_discriminator_apart(tiny_train_args):
     torch.manual_seed(0)
     method = _method(tiny_train_args)

@@ -346,6 +346,42 @@ def test_translator_method_step_with_and_without_vgg(caplog):
     assert not any("features" in k for k in with_vgg.state_dict())  # the frozen VGG is not checkpointed
 
 
+def test_translator_step_updates_the_discriminators_before_the_generator_loss():
+    """The reference's order: D step on the detached translations first, then the generator's
+    adversarial term judged by the *updated* discriminators, then the generator step."""
+    from udaseg.models.translator import lsgan_generator_loss
+
+    torch.manual_seed(0)
+    cfg = DiGATranslatorConfig(channels=4, res_blocks=1, disc_channels=4, disc_scales=2, lr=1e-2)
+    method = create_method(cfg, _ctx())
+    method.train()
+    steps, seen = [], []
+    real_step = method.step
+    method.step = lambda name="main": steps.append(name) or real_step(name)
+    d_target = method.discriminators.target
+    d_target.register_forward_hook(
+        lambda mod, inp, out: seen.append((inp[0].requires_grad, [p.detach().clone() for p in mod.parameters()],
+                                           inp[0].detach().clone())))
+    seen_source = []
+    method.discriminators.source.register_forward_hook(lambda mod, inp, out: seen_source.append(inp[0].detach()))
+    before = [p.detach().clone() for p in d_target.parameters()]
+    losses = method.train_step(_batch(0), _batch(1), 0)
+    assert steps == ["discriminator", "main"]
+    # D_t is called on real target and detached s→t (old weights), then on s→t with gradient (new weights)
+    assert [g for g, _, _ in seen] == [False, False, True]
+    assert all(torch.equal(a, b) for a, b in zip(seen[0][1], before))
+    updated = seen[2][1]
+    assert any(not torch.equal(a, b) for a, b in zip(updated, before))
+    assert all(torch.equal(a, b) for a, b in zip(updated, d_target.parameters()))  # = the weights after its step
+    s2t = seen[2][2]
+    torch.testing.assert_close(seen[1][2], s2t)  # the same translation, detached for D
+    with torch.no_grad():  # loss_adv = λ_adv·[LSGAN_G(D_t(s→t)) + LSGAN_G(D_s(t→s))] under the updated D
+        adv = cfg.adv_lambda * (lsgan_generator_loss(d_target(s2t))
+                                + lsgan_generator_loss(method.discriminators.source(seen_source[2])))
+    assert float(losses["loss_adv"]) == pytest.approx(float(adv), rel=1e-5)
+    assert not any(p.requires_grad for p in method.discriminators.parameters())  # frozen for the generator
+
+
 # -- a short pipeline on the tiny MiniCity -------------------------------------------------------
 def _args(minicity_small, stages: dict) -> list[str]:
     return ["benchmark=minicity_gta2cs", "method=diga", "schedule=minicity", "model=minicity_deeplab",

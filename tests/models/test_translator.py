@@ -58,10 +58,49 @@ def test_label_edge_mask_marks_two_pixels_each_side_of_a_class_border():
     label[:, :, 5:] = 1
     mask = label_edge_mask(label)
     assert mask.shape == (1, 1, 6, 10)
-    # 25·l(p) − Σ window ≠ 0 within two columns of the border; replicated image borders are no edge
+    # |Σ window − 25·l(p)|/48 ≥ 5/48 > 0.1 within two columns of the border; reflected image borders are no edge
     assert mask[0, 0].sum(0).tolist() == [0, 0, 0, 6, 6, 6, 6, 0, 0, 0]
     ignore = torch.full((1, 5, 5), 255)
     assert label_edge_mask(ignore).sum() == 0
+
+
+def test_label_edge_mask_is_kornias_normalised_laplacian():
+    """The reference's kornia.laplacian(label, 5) is normalised (÷ 48) with reflected borders."""
+    dot = torch.zeros(1, 7, 7, dtype=torch.long)
+    dot[0, 3, 3] = 1
+    # normalised: the dot itself |1 − 25·1|/48 = 0.5 > 0.1; its neighbours see one 1: 1/48 ≈ 0.021 < 0.1
+    assert label_edge_mask(dot)[0, 0].nonzero().tolist() == [[3, 3]]
+    # raw kernel (normalized=False): every pixel within two of the dot responds 1 > 0.1 — a 5×5 block
+    raw = label_edge_mask(dot, normalized=False)[0, 0]
+    assert int(raw.sum()) == 25 and raw[1:6, 1:6].all()
+    # a class step of 1: a pixel two columns from the border sees 5 ones, 5/48 ≈ 0.104 > 0.1 (an
+    # edge), but a step of 1 over only four pixels of the window, 4/48 ≈ 0.083, is none
+    corner = torch.zeros(1, 8, 8, dtype=torch.long)
+    corner[0, 4:, 4:] = 1  # pixel (2, 2) sees the 2×2 corner of ones at (4..5, 4..5): 4/48
+    mask = label_edge_mask(corner)[0, 0]
+    assert mask[2, 2] == 0 and label_edge_mask(corner, normalized=False)[0, 0, 2, 2] == 1
+    assert mask[3, 4] == 1  # (3, 4) sees rows 4–5 × columns 4–6 of ones: 6/48 = 0.125
+    kornia = pytest.importorskip("kornia")
+    torch.manual_seed(0)
+    label = torch.randint(0, 19, (2, 12, 16))
+    label[:, :3] = 255
+    expected = (kornia.filters.laplacian(label[:, None].float(), kernel_size=5).abs() > 0.1).float()
+    assert torch.equal(label_edge_mask(label), expected)
+
+
+def test_discriminator_convs_are_zero_padded_without_bias():
+    """The reference's Conv2dBlock(..., padding=1, bias=False) (zero padding): an all-zero image
+    stays zero through the four convs, so every score is the final 1×1 conv's bias."""
+    torch.manual_seed(0)
+    d = MultiScaleDiscriminator(channels=4, scales=2)
+    for scale in d.scales:
+        convs = [m for m in scale.net if isinstance(m, torch.nn.Conv2d)]
+        assert [c.bias is None for c in convs] == [True] * 4 + [False]
+        assert [c.padding for c in convs[:4]] == [(1, 1)] * 4
+        assert not any(isinstance(m, torch.nn.ReflectionPad2d) for m in scale.net)
+    scores = d(torch.zeros(1, 3, 32, 32))
+    for s, scale in zip(scores, d.scales):
+        torch.testing.assert_close(s, torch.full_like(s, float(scale.net[-1].bias.detach())))
 
 
 def test_fda_replaces_the_low_band_amplitude_and_keeps_the_phase():

@@ -4,18 +4,21 @@ Segmentation", CVPR 2019), the base of DAF and BAFFT; spec ``bafft_daf_ida.md`` 
 One iteration, in the reference's order (``multi_level`` adds a second output level, below):
 
 1. **Segmentation** (discriminators frozen): student on the source crops, logits upsampled to the
-   label size (``align_corners`` of the model family: True for DeepLab-v2), CE; backward.
+   label size (``align_corners`` of the model family: True for DeepLab-v2), CE averaged over the
+   non-ignored pixels (ADVENT's ``cross_entropy_2d``: ``loss_norm: valid``); backward.
 2. **Adversarial** (``adv_lambda`` 0.001): student on the target crops, softmax of the upsampled
    logits, entropy map E (per channel), the discriminator's logits D(E_t) pushed to the *source*
-   label with BCE; plus MinEnt ``ent_lambda``·mean Σ_c E_c (0 in AdvEnt, 0.001 for MinEnt, both
-   for AdvEnt+MinEnt); backward (into the student only).
+   label with BCE; plus MinEnt ``ent_lambda``·mean Σ_c E_c (0 in AdvEnt, 0.001 for MinEnt);
+   backward (into the student only). Both at once is joint training, an option here: the paper's
+   "AdvEnt+MinEnt" is a test-time 0.5/0.5 ensemble of the two separately trained models.
 3. **Discriminator** (unfrozen): ½·BCE(D(E_s.detach()), source) + ½·BCE(D(E_t.detach()), target)
    — the reference halves each term (DAF does not: ``disc_half=false``); backward.
 4. One SGD step of the student (lr 2.5e-4, classifier ×10, poly 0.9: ``schedule=poly09_sgd``)
    and one Adam step of each discriminator (lr 1e-4, betas 0.9/0.99, the same poly decay).
 
 ``adversarial=false`` with ``ent_lambda>0`` is MinEnt alone. **Multi-level** (``multi_level``;
-ADVENT's released default, off here as in DAF/IntraDA's single-level use): a second DeepLab-v2
+ADVENT's released default — ``experiment/advent_paper`` turns it on — off in the method's defaults
+as in DAF/IntraDA's single-level use): a second DeepLab-v2
 ASPP classifier on the penultimate backbone stage (ResNet layer3) is trained beside the main one,
 with its own discriminator: CE weights 1 / ``seg_lambda_aux`` 0.1, adversarial 0.001 /
 ``adv_lambda_aux`` 0.0002, MinEnt ``ent_lambda`` / ``ent_lambda_aux`` 0.0002. Evaluation uses the
@@ -47,6 +50,7 @@ from udaseg.methods.losses import seg_cross_entropy
 @dataclass
 class AdventConfig(MethodConfig):
     name: str = "advent"
+    loss_norm: str = "valid"  # ADVENT's CE: mean over non-ignored pixels (the family's convention)
     adversarial: bool = True
     adv_lambda: float = 0.001
     ent_lambda: float = 0.0  # MinEnt weight (0.001 in ADVENT's MinEnt)

@@ -6,12 +6,14 @@ spec ``shared/specs/diga.md``. A pipeline of stages (``configs/experiment/minici
                                   → self-training round 1 → diga_pseudo_labels → round 2
 
 **Stage 0, ``diga_translator``** (§4.2, §5; networks in :mod:`udaseg.models.translator`). One
-iteration: the translator's one forward on the source and target crops (RGB in [−1, 1]) gives the
-translations, self-reconstructions and cycles; generator loss λ_adv·LSGAN (s→t judged by D_t,
-t→s by D_s; discriminators frozen) + λ_cyc·L1 cycles + λ_edge·L1(s→t, s) on the source label's
-edges + λ_perc·VGG19 perceptual (both directions) + λ_self·L1 self-reconstructions; Adam step of
-the four generator networks; then the discriminators' LSGAN loss on real vs detached fakes and
-their Adam step (Adam 1e-4, betas 0.5/0.999, poly 0.9 over the run, method keys). It trains no
+iteration, in the reference's order: the translator's one forward on the source and target crops
+(RGB in [−1, 1]) gives the translations, self-reconstructions and cycles; first the
+discriminators' LSGAN loss on real vs the detached translations and their Adam step; then, with
+the *updated* discriminators frozen, the generator loss λ_adv·LSGAN (s→t judged by D_t, t→s by
+D_s) + λ_cyc·L1 cycles + λ_edge·L1(s→t, s) on the source label's edges (kornia's normalised 5×5
+Laplacian > 0.1, ``edge_normalized``) + λ_perc·VGG19 perceptual (both directions) +
+λ_self·L1 self-reconstructions and the Adam step of the four generator networks (Adam 1e-4,
+betas 0.5/0.999, poly 0.9 over the run, method keys). It trains no
 segmentation network (``eval_network()`` is None). **Without VGG19 weights** (``inputs.vgg19``, a
 local torchvision ``vgg19`` file: never downloaded) the perceptual term is dropped: one warning,
 no ``loss_perceptual``, and ``perceptual_weight: 0.0`` in every log row (else its λ).
@@ -355,6 +357,7 @@ class DiGATranslatorConfig(MethodConfig):
     cycle_lambda: float = 10.0
     edge_lambda: float = 20.0
     edge_threshold: float = 0.1
+    edge_normalized: bool = True  # kornia.laplacian's default (kernel ÷ 48), as the reference calls it
     perceptual_lambda: float = 0.1  # needs inputs.vgg19; dropped (logged as 0) without it
     perceptual_max_width: int = 1024
     self_lambda: float = 0.001  # SYNTHIA 0.025
@@ -404,17 +407,25 @@ class DiGATranslator(Method):
         cfg = self.cfg
         s, t = _signed(source["img"]), _signed(target["img"])
         losses = {}
+        with self.autocast():  # translations, reconstructions and cycles in one forward
+            out = self.net("translator")(s, t)
 
-        # Generator: translations, reconstructions and cycles in one forward; D frozen.
+        # Discriminators first (the reference's order): real vs the detached translations.
+        self.discriminators.requires_grad_(True)
+        with self.autocast():
+            loss_disc = self.net("discriminators")(s, t, out["t2s"].detach(), out["s2t"].detach())
+        self.backward(loss_disc)
+        self.step("discriminator")
+
+        # Generator, judged by the just-updated discriminators (frozen).
         self.discriminators.requires_grad_(False)
         with self.autocast():
-            out = self.net("translator")(s, t)
             adv = lsgan_generator_loss(self.discriminators.target(out["s2t"])) + \
                 lsgan_generator_loss(self.discriminators.source(out["t2s"]))
         out = {k: v.float() for k, v in out.items()}
         losses["loss_adv"] = cfg.adv_lambda * adv
         losses["loss_cycle"] = cfg.cycle_lambda * ((out["cyc_s"] - s).abs().mean() + (out["cyc_t"] - t).abs().mean())
-        edges = label_edge_mask(source["label"], cfg.edge_threshold)
+        edges = label_edge_mask(source["label"], cfg.edge_threshold, cfg.edge_normalized)
         losses["loss_edge"] = cfg.edge_lambda * ((out["s2t"] - s).abs() * edges).mean()
         if self._vgg:
             vgg = self._vgg[0]
@@ -422,14 +433,7 @@ class DiGATranslator(Method):
         losses["loss_self"] = cfg.self_lambda * ((out["rec_s"] - s).abs().mean() + (out["rec_t"] - t).abs().mean())
         self.backward(sum(losses.values()))
         self.step("main")
-
-        # Discriminators: real vs the detached translations.
-        self.discriminators.requires_grad_(True)
-        with self.autocast():
-            loss_disc = self.net("discriminators")(s, t, out["t2s"].detach(), out["s2t"].detach())
         losses["loss_disc"] = loss_disc.float()
-        self.backward(loss_disc)
-        self.step("discriminator")
         return {k: v.detach() for k, v in losses.items()}
 
     def diagnostics_row(self) -> dict:

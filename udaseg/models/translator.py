@@ -14,7 +14,8 @@ segmentor's own BGR/128 input, which is also roughly [−1, 1]; only the channel
 * :class:`Decoder` — four residual blocks at 256; twice ×2 nearest upsampling followed by a 5×5
   conv (256→128, 128→64) + IN + ReLU; a 7×7 conv 64→3 and tanh (no norm).
 * :class:`MultiScaleDiscriminator` — at each of 3 scales (3×3 stride-2 average pooling between
-  them) four 4×4 stride-2 convs (64, 128, 256, 512; LeakyReLU 0.2; no norm) and a 1×1 conv to one
+  them) four 4×4 stride-2 convs (64, 128, 256, 512; zero padding 1, no bias; LeakyReLU 0.2; no
+  norm), as the reference's ``Conv2dBlock(..., bias=False)``, and a 1×1 conv (with bias) to one
   channel (LSGAN scores, no sigmoid).
 * :class:`ImageTranslator` — ``enc_s``, ``enc_t``, ``dec_s2t`` (renders target style) and
   ``dec_t2s`` (source style); ``forward(src, tgt)`` returns every image the losses need in one
@@ -29,9 +30,12 @@ Inputs whose height or width is not a multiple of 4 are reflection-padded and th
 back, so every output has its input's size (source and target batches may differ in size).
 
 **Losses** (§5): :func:`lsgan_generator_loss`, :func:`lsgan_discriminator_loss`,
-:func:`label_edge_mask` (|5×5 Laplacian of the label map| > 0.1; kernel −1 everywhere and 24 at
-the centre, our choice of "5×5 Laplacian", with replicated borders so the image border is no
-edge; the ignore value 255 is a label value like any other, so ignore borders are edges too),
+:func:`label_edge_mask` (|5×5 Laplacian of the label map| > 0.1 as the reference's
+``kornia.laplacian(label, kernel_size=5)``: kernel 1 everywhere and −24 at the centre,
+**normalised** by its absolute sum 48 (kornia's default), reflected borders — so the threshold is
+a summed label difference of 4.8 in the window; ``normalized=False`` is the raw kernel, where any
+label change within two pixels is an edge; the ignore value 255 is a label value like any other,
+so ignore borders are edges too),
 :class:`VGGPerceptual` (VGG19 relu1_1…relu5_1 L1 with weights 1/32, 1/16, 1/8, 1/4, 1,
 pix2pixHD's; inputs mapped to ImageNet-normalised RGB, where the reference feeds its [−1, 1] input
 as is; 2× average pooling while wider than 1024 px). The VGG19 ImageNet weights come only from a
@@ -171,7 +175,7 @@ class PatchDiscriminator(nn.Module):
         cin = 3
         for i in range(layers):
             cout = channels * 2 ** i
-            mods += [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 4, stride=2), nn.LeakyReLU(0.2, inplace=True)]
+            mods += [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
             cin = cout
         mods.append(nn.Conv2d(cin, 1, 1))
         self.net = nn.Sequential(*mods)
@@ -220,11 +224,15 @@ def lsgan_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor])
     return sum(((r.float() - 1.0) ** 2).mean() + (f.float() ** 2).mean() for r, f in zip(real, fake))
 
 
-def label_edge_mask(label: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """Float [B, 1, H, W]: 1 where |5×5 Laplacian of the label map| > ``threshold``."""
-    kernel = -torch.ones(1, 1, 5, 5, device=label.device)
-    kernel[0, 0, 2, 2] = 24.0
-    response = F.conv2d(F.pad(label[:, None].float(), (2, 2, 2, 2), mode="replicate"), kernel)
+def label_edge_mask(label: torch.Tensor, threshold: float = 0.1, normalized: bool = True) -> torch.Tensor:
+    """Float [B, 1, H, W]: 1 where |5×5 Laplacian of the label map| > ``threshold``, the Laplacian
+    as ``kornia.laplacian(label, 5, border_type="reflect", normalized=normalized)`` (kernel 1,
+    centre −24; ÷ 48 when ``normalized``, the reference's default)."""
+    kernel = torch.ones(1, 1, 5, 5, device=label.device)
+    kernel[0, 0, 2, 2] = -24.0
+    if normalized:
+        kernel = kernel / kernel.abs().sum()
+    response = F.conv2d(F.pad(label[:, None].float(), (2, 2, 2, 2), mode="reflect"), kernel)
     return (response.abs() > threshold).float()
 
 
