@@ -355,6 +355,33 @@ def test_minicity_experiment_plans_the_three_stages(tmp_path):
     assert c3.model.init_from == str(tmp_path / "stages" / s1.folder)
 
 
+def test_minicity_pipeline_runs_step1_pseudo_labels_step2(tmp_path, minicity_small):
+    """minicity_bafft end to end on a tiny MiniCity: step 2 reads the class-wise-median pseudo-labels
+    step 1's network wrote, and the thresholds obey the cap."""
+    from PIL import Image
+
+    from udaseg import config as config_lib
+    from udaseg.engine.pipeline import run_pipeline
+
+    model = tmp_path / "tiny_deeplab.yaml"
+    model.write_text(json.dumps(TINY_MODEL))
+    args = ["minicity_cpu", "minicity_bafft", "benchmark=minicity_gta2cs", f"model={model}",
+            f"data_root={minicity_small}", "iters=2", "benchmark.batch_size=1", "benchmark.source.crop_size=[32,64]",
+            "benchmark.target.crop_size=[32,64]", "log_every=1", "checkpoint_every=2", "workers=0", "threads=1",
+            "method.disc_width=8"]
+    run = tmp_path / "run"
+    run_pipeline(config_lib.compose(args), run, progress=False)
+    summary = json.loads((run / "stages" / "02_pseudo" / "summary.json").read_text())
+    assert summary["rule"] == "classwise_median" and all(0.0 <= t <= 0.9 for t in summary["thresholds"].values())
+    labels = sorted((run / "stages" / "02_pseudo" / "pseudo_labels").glob("*.png"))
+    assert len(labels) == summary["images"]
+    assert np.asarray(Image.open(labels[0])).max() <= 255
+    rows = [json.loads(line) for line in (run / "stages" / "03_step2" / "metrics.jsonl").read_text().splitlines()
+            if '"eval"' not in line]
+    assert {"loss_pseudo", "loss_sep"} <= set(rows[0]) and np.isfinite(rows[0]["loss_pseudo"])
+    assert json.loads((run / "eval.json").read_text())["stage"] == "step2"
+
+
 @pytest.mark.slow
 def test_banks_stay_identical_across_ddp_ranks(tmp_path, minicity_small):
     """Under DDP every rank pushes every rank's vectors (sync_banks): the banks, like the weights,
