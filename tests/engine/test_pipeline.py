@@ -282,3 +282,18 @@ def test_a_split_step_may_come_first_and_networks_of_stages_resolve(tiny_train_a
     assert nxt.inputs.net == f"{tmp_path / 'stages' / '02_sup'}:teacher"
     assert nxt.inputs.file == str(tmp_path / "stages" / "01_split" / "x.pt")
     assert planned[1][1].model.init_from is None  # nothing trained before it
+
+
+def test_pseudo_labels_at_the_network_input_size(tiny_run, tmp_path):
+    """at_input_size: labels of the test_scale-resized image (BAFFT, ISL), read back at full size."""
+    cfg = config_lib.load_resolved(tiny_run / "config.yaml")
+    ctx = pipeline.StepContext(cfg, tmp_path, tiny_run, torch.device("cpu"))
+    summary = pseudo_labels(ctx, PseudoLabelStepConfig(rule="argmax", test_scale=[64, 32], at_input_size=True))
+    first = next(ctx.batches("target"))
+    h, w = first["img"].shape[-2:]  # 64×128 stored, 32×64 at the input size
+    written = np.asarray(Image.open(tmp_path / "pseudo_labels" / f"{first['name'][0]}.png"))
+    expected = infer_logits(ctx.network(), first["img"], test_scale=[64, 32], out_size=(h // 2, w // 2)).argmax(1)[0]
+    assert written.shape == (h // 2, w // 2) and np.array_equal(written, expected.numpy().astype(np.uint8))
+    assert 0.0 <= summary["accuracy_vs_labels"] <= 1.0
+    view = StageView(ctx.dataset("target"), labels_from=str(tmp_path / "pseudo_labels"))
+    assert view[0]["label"].shape == (h, w)  # nearest back to the image for the training transforms

@@ -39,14 +39,18 @@ class PseudoLabelStepConfig:
     stream: str = "target"  # whose training split is labelled
     network: Optional[str] = None  # None = the network the previous stage evaluated (student / teacher)
     test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference; None = as stored
+    # Labels at the network's input size (the test_scale-resized image, as BAFFT and ISL write
+    # them) instead of the stored image's; a later stage resizes them back with nearest neighbour.
+    at_input_size: bool = False
     flip: bool = False
 
 
 def _probabilities(model, batch, cfg: PseudoLabelStepConfig) -> torch.Tensor:
-    from udaseg.engine.inference import infer_logits
+    from udaseg.engine.inference import infer_logits, keep_ratio_size
 
-    logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip)
-    return logits.softmax(dim=1)[0]  # [C, H, W] at the image's size
+    out_size = keep_ratio_size(*batch["img"].shape[-2:], cfg.test_scale) if cfg.at_input_size else None
+    logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip, out_size=out_size)
+    return logits.softmax(dim=1)[0]  # [C, H, W] at the image's (or the input's) size
 
 
 @register_step("pseudo_labels", PseudoLabelStepConfig)
@@ -72,8 +76,11 @@ def pseudo_labels(ctx: StepContext, cfg: PseudoLabelStepConfig) -> dict:
         ctx.write_label(batch["name"][0], label)
         labelled += int(keep.sum())
         total += keep.numel()
-        if "label" in batch:  # diagnostics only
+        if "label" in batch:  # diagnostics only (at the pseudo-labels' size)
             gt = batch["label"][0]
+            if gt.shape != label.shape:
+                gt = torch.nn.functional.interpolate(gt[None, None].float(), size=tuple(label.shape),
+                                                     mode="nearest")[0, 0].long()
             valid = keep & (gt != 255)
             correct += int((label[valid] == gt[valid]).sum())
             scored += int(valid.sum())
