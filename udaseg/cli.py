@@ -150,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         specs = [OmegaConf.create({"name": f"{args.dataset}_{args.split}", "dataset": args.dataset,
                                    "root": str(Path(args.root).resolve()), "split": args.split, "options": options,
                                    "test_scale": None, "mode": "whole", "window": None, "stride": None,
-                                   "flip": False})]
+                                   "flip": False, "scales": None})]
     else:
         specs = list(cfg.benchmark.val)
         if not specs:
@@ -162,8 +162,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         stride = args.stride or (tuple(spec.stride) if spec.stride else None)
         test_scale = tuple(args.test_scale) if args.test_scale else (tuple(spec.test_scale) if spec.test_scale else None)
         dataset = build_dataset(spec, cfg.data_root, cfg.benchmark.label_space)
+        scales = tuple(args.scales) if args.scales else (tuple(spec.scales) if spec.get("scales") else None)
         result = evaluate(model, dataset, mode=mode, flip=args.flip or spec.flip, test_scale=test_scale,
-                          window=window, stride=stride, device=device, network=args.network,
+                          window=window, stride=stride, device=device, network=args.network, scales=scales,
                           progress=not args.quiet, dataset_name=spec.dataset)
         name = spec.name or f"{spec.dataset}_{spec.split}"
         print(f"== {name} ({args.network}, {result.protocol['mode']}{', flip' if result.protocol['flip'] else ''})")
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_pair, default=None, help="slide stride HxW")
     p.add_argument("--test-scale", type=_pair, default=None, metavar="LONGxSHORT",
                    help="keep-ratio resize before inference, e.g. 1024x512")
+    p.add_argument("--scales", type=float, nargs="+", metavar="S",
+                   help="max-fuse the logits of the image resized by each factor (e.g. 1 0.5: DiGA's two-scale test)")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--network", choices=("student", "teacher"), default="student",
                    help="which network of the checkpoint (default: student)")

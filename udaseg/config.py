@@ -91,6 +91,8 @@ class EvalDataConfig:
     window: Optional[list[int]] = None  # slide window (h, w), in the resized image
     stride: Optional[list[int]] = None
     flip: bool = False
+    # Multi-scale max fusion of the logits (e.g. [1.0, 0.5], DiGA's protocol); None = one scale.
+    scales: Optional[list[float]] = None
 
 
 @dataclass
@@ -378,6 +380,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"'benchmark.val[{i}].mode' must be whole or slide, got {val.mode!r}")
         if val.mode == "slide" and (val.window is None or val.stride is None):
             raise ConfigError(f"'benchmark.val[{i}]': slide inference needs window and stride")
+        if val.scales and (val.mode != "whole" or any(s <= 0 for s in val.scales)):
+            raise ConfigError(f"'benchmark.val[{i}].scales': positive factors, with whole-image inference only")
     for key in ("iters", "benchmark.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be at least 1")

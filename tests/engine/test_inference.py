@@ -139,3 +139,25 @@ def test_bad_arguments():
         infer_logits(model, img, mode="slide")
     with pytest.raises(ValueError, match="mode"):
         infer_logits(model, img, mode="tta")
+
+
+def test_two_scale_max_fusion():
+    """scales=(1, 0.5): the element-wise max of the full-size and the half-size logits (DiGA §9)."""
+    from udaseg.engine.inference import describe
+
+    model = PositionModel()
+    img = torch.randint(0, 256, (1, 3, 16, 32), dtype=torch.uint8)
+    x = img.float() / 255
+
+    def up(logits):
+        return nn.functional.interpolate(logits, size=(16, 32), mode="bilinear", align_corners=False)
+
+    full = up(PositionModel()(x))
+    half = up(PositionModel()(nn.functional.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)))
+    assert not torch.allclose(full, half)
+    fused = infer_logits(model, img, scales=(1.0, 0.5))
+    torch.testing.assert_close(fused, torch.maximum(full, half))
+    assert model.calls[-2:] == [(1, 3, 16, 32), (1, 3, 8, 16)]
+    assert describe("whole", scales=(1.0, 0.5))["scales"] == [1.0, 0.5] and "scales" not in describe("whole")
+    with pytest.raises(ValueError, match="whole-image"):
+        infer_logits(model, img, mode="slide", window=(8, 8), stride=(4, 4), scales=(1.0, 0.5))

@@ -235,7 +235,8 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
              stride: tuple[int, int] | None = None, device: torch.device | str | None = None,
              network: str = "student", batch_size: int = 1, progress: bool = True,
              amp_dtype: torch.dtype | None = None, num_workers: int = 0,
-             dataset_name: str | None = None, split: str | None = None) -> EvalResult:
+             dataset_name: str | None = None, split: str | None = None,
+             scales: tuple[float, ...] | None = None) -> EvalResult:
     """Score ``model`` on every labelled image of ``dataset`` (items with ``img`` uint8
     [3, H, W], ``label`` int64 [H, W] in ``dataset.label_space``, 255 = ignore).
 
@@ -276,7 +277,8 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
                 img = torch.stack([item["img"] for item in run]).to(device)
                 label = torch.stack([item["label"] for item in run]).to(device)
                 scores = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window, stride=stride,
-                                      flip=flip, out_size=tuple(label.shape[-2:]), amp_dtype=amp_dtype)
+                                      flip=flip, out_size=tuple(label.shape[-2:]), amp_dtype=amp_dtype,
+                                      scales=scales)
                 confusion.update(scores.argmax(dim=1), label)
                 entropy.update(scores, label)
                 seen += len(run)
@@ -293,7 +295,7 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
     if int(seen) != len(dataset):
         raise RuntimeError(f"evaluated {int(seen)} images but the dataset has {len(dataset)}")
     return EvalResult(label_space, confusion.numpy(), int(seen), name, split, network,
-                      describe(mode, test_scale, window, stride, flip), entropy.to_json())
+                      describe(mode, test_scale, window, stride, flip, scales), entropy.to_json())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,12 +100,15 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
                  test_scale: tuple[int, int] | list[int] | None = None,
                  window: tuple[int, int] | list[int] | None = None, stride: tuple[int, int] | list[int] | None = None,
                  flip: bool = False, out_size: tuple[int, int] | list[int] | None = None,
-                 amp_dtype: torch.dtype | None = None, max_windows_per_forward: int | None = None) -> torch.Tensor:
+                 amp_dtype: torch.dtype | None = None, max_windows_per_forward: int | None = None,
+                 scales: tuple[float, ...] | list[float] | None = None) -> torch.Tensor:
     """Scores ``[B, C, *out_size]`` (float32) for ``img`` ``uint8 [B, 3, H, W]`` RGB.
 
     ``out_size`` defaults to (H, W), the usual label resolution. ``window``/``stride`` (h, w) are
     required for ``slide`` and refer to the resized image. ``amp_dtype`` (e.g. ``torch.bfloat16``)
-    runs the network under autocast. The model is used as is: call ``model.eval()`` first.
+    runs the network under autocast. ``scales`` (e.g. (1.0, 0.5)): the element-wise max of the
+    logits of the image resized by each factor — DiGA/TridentAdapt's two-scale test-time fusion
+    (whole mode only). The model is used as is: call ``model.eval()`` first.
     """
     if mode not in MODES:
         raise ValueError(f"inference mode must be one of {MODES}, got {mode!r}")
@@ -124,7 +127,17 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
     x = model.normalize(x, value_range=255.0)
 
+    if scales and mode != "whole":
+        raise ValueError("multi-scale fusion (scales) works with whole-image inference only")
+
     def scores(inp: torch.Tensor) -> torch.Tensor:
+        if scales:
+            fused = None
+            for s in scales:
+                xs = inp if s == 1 else F.interpolate(inp, scale_factor=float(s), mode="bilinear", align_corners=False)
+                logits = _resize(_forward(model, xs, amp_dtype), out_size, align_corners)
+                fused = logits if fused is None else torch.maximum(fused, logits)
+            return fused
         if mode == "whole":
             logits = _forward(model, inp, amp_dtype)
         else:
@@ -145,9 +158,11 @@ def predict(model: nn.Module, img: torch.Tensor, **options) -> torch.Tensor:
     return infer_logits(model, img, **options).argmax(dim=1)
 
 
-def describe(mode: str, test_scale=None, window=None, stride=None, flip: bool = False) -> dict:
+def describe(mode: str, test_scale=None, window=None, stride=None, flip: bool = False, scales=None) -> dict:
     """The inference protocol as recorded in ``eval.json``."""
     info: dict = {"mode": mode, "flip": bool(flip), "test_scale": list(test_scale) if test_scale else None}
+    if scales:
+        info["scales"] = [float(s) for s in scales]
     if mode == "slide":
         info["window"] = list(window) if window is not None else None
         info["stride"] = list(stride) if stride is not None else None
