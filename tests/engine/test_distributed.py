@@ -61,3 +61,25 @@ def test_grad_sync_false_accumulates_locally_and_the_last_pass_all_reduces(tmp_p
     # 4(r+1) + 8(r+1) = 12(r+1), i.e. 18, on both ranks.
     for r in (0, 1):
         assert torch.allclose(g[r]["synced"], torch.full((2, 3), 18.0))
+
+
+def test_two_process_pipeline(tmp_path, tiny_train_args):
+    """A pipeline under torchrun: training stages on both ranks, the offline step on rank 0 while
+    rank 1 waits, one set of artefacts and records."""
+    run = tmp_path / "ddp_pipeline"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    stages = {"so": {}, "pseudo": {"step": "pseudo_labels", "rule": "argmax"},
+              "isl": {"method": "source_only", "benchmark": {"source": {
+                  "dataset": "cityscapes", "root": "cityscapes", "crop_size": [32, 64],
+                  "labels_from": "stage://pseudo/pseudo_labels"}}}}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "udaseg",
+           "train", *tiny_train_args(iters=2), "device=cpu", f"stages={json.dumps(stages)}", "--out", str(run),
+           "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((run / "pipeline.json").read_text())
+    assert state["complete"] and [s["stage"] for s in state["stages"]] == ["so", "pseudo", "isl"]
+    n_images = state["stages"][1]["summary"]["images"]
+    assert len(list((run / "stages" / "02_pseudo" / "pseudo_labels").glob("*.png"))) == n_images
+    assert json.loads((run / "stages" / "03_isl" / "env.json").read_text())["world_size"] == 2
+    assert json.loads((run / "eval.json").read_text())["stage"] == "isl"
