@@ -226,12 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "train", help="train one run (the same command under torchrun runs DDP)", formatter_class=_formatter,
+        "train", help="train one run, or a multi-stage pipeline (the same command under torchrun runs DDP)",
+        formatter_class=_formatter,
         epilog="examples:\n"
                "  udaseg train benchmark=minicity_gta2cs method=source_only model=minicity_cnn schedule=minicity \\\n"
                "      iters=2000 seed=1 --out runs/so_s1\n"
                "  udaseg train minicity_cpu benchmark=minicity_cs2acdc method=oracle   # an experiment file + overrides\n"
                "  udaseg train --resume --out runs/so_s1                                # continue a killed run\n"
+               "  udaseg train minicity_cpu minicity_daf_ida benchmark=minicity_synthia2cs stages.isl.iters=100 \\\n"
+               "      --out runs/daf_ida      # a pipeline (a config with stages: docs/pipelines.md)\n"
                "  torchrun --nproc_per_node 4 -m udaseg train benchmark=gta2cs method=source_only \\\n"
                "      model=mitb5_daformer schedule=poly10warm --out runs/gta2cs_so")
     p.add_argument("config", nargs="*", metavar="CONFIG|key=value",
