@@ -43,6 +43,8 @@ RECIPES=(
   # On SYNTHIA → Cityscapes the family trains 16-way, as DAF's protocol (mIoU16, mIoU13).
   "source_only_deeplab|source_only|minicity_gta2cs|method=source_only model=minicity_deeplab"
   "source_only_deeplab|source_only|minicity_synthia2cs|method=source_only model=minicity_deeplab benchmark.label_space=synthia16"
+  "oracle_deeplab|oracle|minicity_gta2cs|method=oracle model=minicity_deeplab"
+  "oracle_deeplab|oracle|minicity_synthia2cs|method=oracle model=minicity_deeplab benchmark.label_space=synthia16"
   "advent|advent|minicity_gta2cs|minicity_advent"
   "advent|advent|minicity_synthia2cs|minicity_advent benchmark.label_space=synthia16"
   "bafft|bafft|minicity_gta2cs|minicity_bafft"

@@ -89,7 +89,10 @@ def load_run(path: Path) -> Run:
         metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_rows = [m for m in metrics if "eval" not in m and "time" in m]
     env = json.loads((path / "env.json").read_text()) if (path / "env.json").exists() else {}
-    return Run(path=path, benchmark=cfg["benchmark"]["name"], label=method_label(cfg), model=cfg["model"]["name"],
+    # Runs of one benchmark in another label space (SYNTHIA's 16 classes) are a table of their own.
+    space = cfg["benchmark"].get("label_space", "cityscapes19")
+    benchmark = cfg["benchmark"]["name"] + ("" if space == "cityscapes19" else f" [{space}]")
+    return Run(path=path, benchmark=benchmark, label=method_label(cfg), model=cfg["model"]["name"],
                seed=int(cfg.get("seed", 0)), evals=evaluation.get("all") or [evaluation], metrics=metrics,
                env=env, train_seconds=train_rows[-1]["time"] if train_rows else None)
 
@@ -226,7 +229,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
         lines.append("")
         if len(eval_sets[bench]) > 1:
             lines += _per_set_table(bench, eval_sets[bench], by_bench, primary, bench_groups)
-        stem = f"{bench}_{eval_name}".replace("/", "_")
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{bench}_{eval_name}").replace("__", "_")
         for picture in (_plot_per_class(bench_groups, classes, pictures / f"{stem}_per_class.png"),
                         _plot_curves(bench_groups, pictures / f"{stem}_curves.png"),
                         _plot_confusions(bench_groups, classes, pictures / f"{stem}_confusion.png")):

@@ -223,3 +223,17 @@ def test_gap_closed_uses_the_source_only_and_oracle_of_the_same_model(tiny_run, 
     text = write_report(runs, tmp_path / "r.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| advent |"))
     assert row.endswith("| 25% |")  # deeplab's own pair: (25−20)/(40−20)
+
+
+def test_runs_in_another_label_space_get_their_own_table(tiny_run, tmp_path):
+    from udaseg.report import write_report
+
+    other = tmp_path / "syn16"
+    shutil.copytree(tiny_run, other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["benchmark"]["label_space"] = "synthia16"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    text = write_report([tiny_run, other], tmp_path / "r.md").read_text()
+    name = cfg["benchmark"]["name"]
+    assert f"## {name} — evaluated" in text and f"## {name} [synthia16] — evaluated" in text
+    assert all(" " not in p.name and "[" not in p.name for p in (tmp_path / "r_files").iterdir())
