@@ -20,7 +20,7 @@ from PIL import Image
 from udaseg import config as config_lib
 from udaseg.data.artefacts import StageView
 from udaseg.data.registry import create_dataset
-from udaseg.engine import pipeline, trainer
+from udaseg.engine import pipeline
 from udaseg.engine.checkpoint import load_checkpoint
 from udaseg.engine.inference import infer_logits
 from udaseg.engine.steps import PseudoLabelStepConfig, pseudo_labels

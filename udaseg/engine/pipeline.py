@@ -35,7 +35,6 @@ every process; offline steps run on rank 0 while the others wait.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
