@@ -393,7 +393,6 @@ def _args(minicity_small, stages: dict) -> list[str]:
 
 
 def test_translator_warmup_pseudo_labels_centroids_selftrain_pipeline(minicity_small, tmp_path):
-    import udaseg.methods.diga  # noqa: F401  (registers the steps until the lead lists the module in STEP_MODULES)
     from udaseg import config as config_lib
     from udaseg.engine import pipeline
     from udaseg.engine.checkpoint import network_weights
