@@ -264,10 +264,14 @@ def test_depth_rank_step_writes_splits_and_easy_pseudo_labels(tmp_path):
     ctx = StepContext(OmegaConf.create({"benchmark": {"label_space": "synthia16"}}), tmp_path, tmp_path,
                       torch.device("cpu"))
     ctx.network = lambda name=None: FakeDepthNet()
+    # Labels for the diagnostics: class 0 (what the fake predicts) where the value is below 5.
     ctx.batches = lambda stream="target", labels=False: iter(
-        {"img": torch.full((1, 3, 8, 12), v, dtype=torch.uint8), "name": [f"img{i}"]} for i, v in enumerate(values))
+        {"img": torch.full((1, 3, 8, 12), v, dtype=torch.uint8), "name": [f"img{i}"],
+         "label": torch.full((1, 8, 12), 0 if v < 5 else 1)} for i, v in enumerate(values))
     summary = step(ctx, daf_ida.DepthRankConfig())
     assert summary["easy"] == 6 and summary["hard"] == 4 and summary["images"] == 10
+    # Easy = values 0–5: five right, one wrong; hard = values 6–9: all wrong.
+    assert summary["easy_pixel_accuracy"] == pytest.approx(5 / 6) and summary["hard_pixel_accuracy"] == 0.0
     easy = (tmp_path / "easy.txt").read_text().split()
     hard = (tmp_path / "hard.txt").read_text().split()
     assert easy == ["img9", "img1", "img5", "img3", "img7", "img2"] and hard == ["img8", "img4", "img6", "img0"]
@@ -298,3 +302,15 @@ def test_daf_then_depth_rank_as_a_pipeline(tmp_path, tiny_train_args):
     summary = json.loads((rank / "summary.json").read_text())
     assert len(easy) == int(0.66 * (len(easy) + len(hard))) == summary["easy"] and hard
     assert sorted(p.stem for p in (rank / "pseudo_labels").glob("*.png")) == sorted(easy)
+
+
+def test_source_depth_error_is_logged_as_abs_rel():
+    """depth_abs_rel = mean |Ẑ − Z| / Z over known pixels, averaged over the logged steps, then reset."""
+    method = daf_ida.DafIda.__new__(daf_ida.DafIda)
+    target = torch.tensor([[[10.0, 20.0], [40.0, 1.0]]])
+    pred = torch.tensor([[[12.0, 18.0], [40.0, 99.0]]])
+    known = torch.tensor([[[True, True], [True, False]]])  # the last pixel is padding
+    method.observe_depth(pred, target, known)  # (0.2 + 0.1 + 0) / 3 = 0.1
+    method.observe_depth(target * 1.5, target, None)  # 0.5 everywhere
+    assert method.diagnostics_row() == {"depth_abs_rel": pytest.approx((0.1 + 0.5) / 2)}
+    assert method.diagnostics_row() == {}

@@ -207,6 +207,18 @@ class DafIda(Advent):
             raise ConfigError("method daf_ida needs a model with a depth branch (model.depth), e.g. "
                               "model=deeplabv2_r101_daf or model=minicity_deeplab_daf")
 
+    def observe_depth(self, pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None) -> None:
+        """Source depth error for the logs (the logged loss is BerHu's, scaled by 0.001): the mean
+        absolute relative error |Ẑ − Z| / Z of the inverse depth over the known pixels."""
+        mask = torch.ones_like(target, dtype=torch.bool) if known is None else known
+        if mask.any():
+            rel = ((pred - target).abs() / target.clamp_min(1e-6))[mask]
+            self._depth_err = getattr(self, "_depth_err", []) + [float(rel.mean())]
+
+    def diagnostics_row(self) -> dict:
+        errors, self._depth_err = getattr(self, "_depth_err", []), []
+        return {"depth_abs_rel": sum(errors) / len(errors)} if errors else {}
+
     def forward_with_depth(self, img: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and inverse depth of a normalised batch, both upsampled to ``size``."""
         with self.autocast():
@@ -230,6 +242,7 @@ class DafIda(Advent):
             depth_target = inverse_depth_from_metres(source["depth"])
             losses["loss_depth"] = cfg.depth_lambda * berhu_loss(src_depth[:, 0], depth_target, known)
             self.backward(losses["loss_seg"] + losses["loss_depth"])
+            self.observe_depth(src_depth[:, 0].detach(), depth_target, known)
 
         tgt_logits, tgt_depth = self.forward_with_depth(tgt_img, tgt_img.shape[-2:])  # 2.
         tgt_prob = tgt_logits.softmax(dim=1)
@@ -291,11 +304,15 @@ def depth_rank(ctx: StepContext, cfg: DepthRankConfig) -> dict:
         raise ValueError("depth_rank needs a network with a depth branch (model.depth): the previous "
                          "training stage trained one without")
     rare = rare_class_ids(ctx.label_space, cfg.rare_ids)
-    names, scores, normalisers = [], [], []
-    for batch in ctx.batches(cfg.stream):
+    names, scores, normalisers, accuracy = [], [], [], {}
+    for batch in ctx.batches(cfg.stream, labels=True):
         logits, depth = predict_with_depth(model, batch["img"], cfg.test_scale, cfg.at_input_size)
         score, nu = ranking_score(logits.softmax(dim=1), depth, normalize=cfg.normalize, rare_ids=rare)
         name = batch["name"][0]
+        if "label" in batch:  # diagnostics only: how right each image's argmax is (MiniCity has labels)
+            gt = F.interpolate(batch["label"][None].float(), size=logits.shape[-2:], mode="nearest")[0].long()
+            valid = gt != 255
+            accuracy[name] = float((logits.argmax(dim=1)[valid] == gt[valid]).float().mean()) if valid.any() else None
         # Every image's argmax is written now and the hard ones removed after the split: one pass.
         ctx.write_label(name, logits.argmax(dim=1)[0].to(torch.uint8))
         names.append(name)
@@ -309,6 +326,11 @@ def depth_rank(ctx: StepContext, cfg: DepthRankConfig) -> dict:
     by_name = {n: (s, v) for n, s, v in zip(names, scores, normalisers)}
     (ctx.out_dir / "ranking.tsv").write_text("name\tscore\tnormaliser\n" + "".join(
         f"{n}\t{by_name[n][0]:.8g}\t{by_name[n][1]:.6g}\n" for n in easy + hard))
-    return {"images": len(names), "easy": len(easy), "hard": len(hard), "easy_ratio": cfg.easy_ratio,
-            "normalize": cfg.normalize, "rare_ids": cfg.rare_ids,
-            "score_min": min(scores, default=None), "score_max": max(scores, default=None)}
+    summary = {"images": len(names), "easy": len(easy), "hard": len(hard), "easy_ratio": cfg.easy_ratio,
+               "normalize": cfg.normalize, "rare_ids": cfg.rare_ids,
+               "score_min": min(scores, default=None), "score_max": max(scores, default=None)}
+    for part, members in (("easy", easy), ("hard", hard)):  # does the ranking separate easy from hard?
+        values = [accuracy[n] for n in members if accuracy.get(n) is not None]
+        if values:
+            summary[f"{part}_pixel_accuracy"] = sum(values) / len(values)
+    return summary
