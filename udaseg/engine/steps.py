@@ -68,8 +68,9 @@ def pseudo_labels(ctx: StepContext, cfg: PseudoLabelStepConfig) -> dict:
             conf, pred = _probabilities(model, batch, cfg).max(dim=0)
             hist += confidence_histogram(conf, pred, n, cfg.bins)
         thresholds = classwise_thresholds(hist, cap=cfg.cap).float()
-    labelled = total = correct = scored = 0
+    labelled = total = correct = scored = images = 0
     for batch in ctx.batches(cfg.stream, labels=True):
+        images += 1
         conf, pred = _probabilities(model, batch, cfg).max(dim=0)
         keep = conf >= thresholds.to(conf.device)[pred]
         label = torch.where(keep, pred, torch.full_like(pred, 255))
@@ -84,7 +85,7 @@ def pseudo_labels(ctx: StepContext, cfg: PseudoLabelStepConfig) -> dict:
             valid = keep & (gt != 255)
             correct += int((label[valid] == gt[valid]).sum())
             scored += int(valid.sum())
-    summary = {"images": len(ctx.dataset(cfg.stream)), "rule": cfg.rule, "labelled_fraction": labelled / max(total, 1)}
+    summary = {"images": images, "rule": cfg.rule, "labelled_fraction": labelled / max(total, 1)}
     if scored:
         summary["accuracy_vs_labels"] = correct / scored
     if cfg.rule == "classwise_median":
