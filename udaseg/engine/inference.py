@@ -107,8 +107,8 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
     ``out_size`` defaults to (H, W), the usual label resolution. ``window``/``stride`` (h, w) are
     required for ``slide`` and refer to the resized image. ``amp_dtype`` (e.g. ``torch.bfloat16``)
     runs the network under autocast. ``scales`` (e.g. (1.0, 0.5)): the element-wise max of the
-    logits of the image resized by each factor — DiGA/TridentAdapt's two-scale test-time fusion
-    (whole mode only). The model is used as is: call ``model.eval()`` first.
+    logits of the (normalised) image resized by each factor with the family's ``align_corners`` —
+    DiGA/TridentAdapt's two-scale fusion of test time and pseudo-labels (whole mode only). The model is used as is: call ``model.eval()`` first.
     """
     if mode not in MODES:
         raise ValueError(f"inference mode must be one of {MODES}, got {mode!r}")
@@ -134,7 +134,8 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
         if scales:
             fused = None
             for s in scales:
-                xs = inp if s == 1 else F.interpolate(inp, scale_factor=float(s), mode="bilinear", align_corners=False)
+                xs = inp if s == 1 else F.interpolate(inp, scale_factor=float(s), mode="bilinear",
+                                                      align_corners=align_corners)
                 logits = _resize(_forward(model, xs, amp_dtype), out_size, align_corners)
                 fused = logits if fused is None else torch.maximum(fused, logits)
             return fused

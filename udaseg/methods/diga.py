@@ -305,18 +305,11 @@ class CentroidAccumulator:
 @torch.no_grad()
 def multi_scale_logits(model: nn.Module, img: torch.Tensor, scales=(1.0, 0.5)) -> torch.Tensor:
     """The element-wise max over ``scales`` of the logits of ``img`` (uint8 [B, 3, H, W]) resized
-    by each scale, every one upsampled to (H, W) first (DiGA's two-scale fusion, §7.1, §9)."""
+    by each scale, every one upsampled to (H, W) first (DiGA's two-scale fusion, §7.1, §9): the
+    same computation as two-scale evaluation, :func:`~udaseg.engine.inference.infer_logits`."""
     from udaseg.engine.inference import infer_logits
 
-    h, w = img.shape[-2:]
-    fused = None
-    for s in scales:
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        x = img if size == (h, w) else F.interpolate(img.float(), size=size, mode="bilinear",
-                                                     align_corners=False).round().clamp(0, 255)
-        logits = infer_logits(model, x, out_size=(h, w))
-        fused = logits if fused is None else torch.maximum(fused, logits)
-    return fused
+    return infer_logits(model, img, scales=tuple(scales))
 
 
 def embed_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
