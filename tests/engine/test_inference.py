@@ -161,3 +161,19 @@ def test_two_scale_max_fusion():
     assert describe("whole", scales=(1.0, 0.5))["scales"] == [1.0, 0.5] and "scales" not in describe("whole")
     with pytest.raises(ValueError, match="whole-image"):
         infer_logits(model, img, mode="slide", window=(8, 8), stride=(4, 4), scales=(1.0, 0.5))
+
+
+def test_upsample_probabilities_softmaxes_at_the_output_size():
+    """BAFFT's generator (spec A.9): softmax at the network's stride, then upsample the probabilities."""
+    img = torch.randint(0, 256, (1, 3, 16, 32), dtype=torch.uint8)
+    native = PositionModel()(img.float() / 255)  # [1, 2, 8, 16]
+    expected = nn.functional.interpolate(native.softmax(1), size=(16, 32), mode="bilinear", align_corners=False)
+    scores = infer_logits(PositionModel(), img, upsample="probabilities")
+    torch.testing.assert_close(scores.softmax(1), expected)
+    torch.testing.assert_close(scores.exp(), expected)  # the log of probabilities that sum to 1
+    logits_first = infer_logits(PositionModel(), img).softmax(1)
+    assert not torch.allclose(logits_first, expected)  # the order matters (at the boundaries of the stride)
+    with pytest.raises(ValueError, match="upsample"):
+        infer_logits(PositionModel(), img, upsample="nearest")
+    with pytest.raises(ValueError, match="logits"):
+        infer_logits(PositionModel(), img, scales=(1.0, 0.5), upsample="probabilities")

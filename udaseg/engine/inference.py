@@ -101,15 +101,22 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
                  window: tuple[int, int] | list[int] | None = None, stride: tuple[int, int] | list[int] | None = None,
                  flip: bool = False, out_size: tuple[int, int] | list[int] | None = None,
                  amp_dtype: torch.dtype | None = None, max_windows_per_forward: int | None = None,
-                 scales: tuple[float, ...] | list[float] | None = None) -> torch.Tensor:
+                 scales: tuple[float, ...] | list[float] | None = None,
+                 upsample: str = "logits") -> torch.Tensor:
     """Scores ``[B, C, *out_size]`` (float32) for ``img`` ``uint8 [B, 3, H, W]`` RGB.
 
     ``out_size`` defaults to (H, W), the usual label resolution. ``window``/``stride`` (h, w) are
     required for ``slide`` and refer to the resized image. ``amp_dtype`` (e.g. ``torch.bfloat16``)
     runs the network under autocast. ``scales`` (e.g. (1.0, 0.5)): the element-wise max of the
     logits of the (normalised) image resized by each factor with the family's ``align_corners`` —
-    DiGA/TridentAdapt's two-scale fusion of test time and pseudo-labels (whole mode only). The model is used as is: call ``model.eval()`` first.
+    DiGA/TridentAdapt's two-scale fusion of test time and pseudo-labels (whole mode only).
+    ``upsample="probabilities"`` takes the softmax at the network's output size and upsamples the
+    probabilities (BAFFT's pseudo-label generation, spec A.9); the result is then their log, so
+    that a softmax of it gives those probabilities back. The model is used as is: call
+    ``model.eval()`` first.
     """
+    if upsample not in ("logits", "probabilities"):
+        raise ValueError(f"upsample must be 'logits' or 'probabilities', got {upsample!r}")
     if mode not in MODES:
         raise ValueError(f"inference mode must be one of {MODES}, got {mode!r}")
     if mode == "slide" and (window is None or stride is None):
@@ -127,6 +134,8 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
     x = model.normalize(x, value_range=255.0)
 
+    if scales and upsample != "logits":
+        raise ValueError("multi-scale fusion (scales) fuses logits: it takes upsample='logits' only")
     if scales and mode != "whole":
         raise ValueError("multi-scale fusion (scales) works with whole-image inference only")
 
@@ -144,6 +153,9 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
         else:
             logits = _slide_logits(model, inp, tuple(window), tuple(stride), align_corners, amp_dtype,
                                    max_windows_per_forward)
+        if upsample == "probabilities":
+            probs = _resize(logits.float().softmax(dim=1), out_size, align_corners)
+            return probs.clamp_min_(torch.finfo(probs.dtype).tiny).log_()
         return _resize(logits, out_size, align_corners)
 
     logits = scores(x)

@@ -43,13 +43,17 @@ class PseudoLabelStepConfig:
     # them) instead of the stored image's; a later stage resizes them back with nearest neighbour.
     at_input_size: bool = False
     flip: bool = False
+    # logits: upsample the logits, then softmax (IntraDA/CTRL); probabilities: softmax at the
+    # network's output size, then upsample (BAFFT's generator, spec A.9)
+    upsample: str = "logits"
 
 
 def _probabilities(model, batch, cfg: PseudoLabelStepConfig) -> torch.Tensor:
     from udaseg.engine.inference import infer_logits, keep_ratio_size
 
     out_size = keep_ratio_size(*batch["img"].shape[-2:], cfg.test_scale) if cfg.at_input_size else None
-    logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip, out_size=out_size)
+    logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip, out_size=out_size,
+                          upsample=cfg.upsample)
     return logits.softmax(dim=1)[0]  # [C, H, W] at the image's (or the input's) size
 
 
