@@ -165,7 +165,7 @@ def measure(args: list[str], steps: int, warmup: int, device_name: str = "auto")
         if cfg.benchmark.source.options.get("depth"):
             source["depth"] = depth()
         # Offline pseudo-labels ride along for the methods that read them (BAFFT step 2).
-        target = {"img": images(), "pseudo_label": labels()} if method_cls.uses_target else None
+        target = {"img": images(), "pseudo_label": labels()} if method_cls.reads_target(cfg.method) else None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()

@@ -62,6 +62,8 @@ class TrainDataConfig:
     interpolation: str = "bilinear"
     crop_size: Optional[list[int]] = None  # (h, w)
     cat_max_ratio: float = 1.0  # DAFormer's crop rule; 1.0 disables it
+    crop_rule: str = "mmseg"  # mmseg (cat_max_ratio) | diga (≥ 2 non-ignore classes over 2 %, 5 draws)
+    size_jitter: Optional[list[float]] = None  # DiGA's random size: H and W × U(lo, hi) independently
     flip_prob: float = 0.5
     # HRDA/MIC "v2" pseudo-label crop: (top, bottom, left, right) pixels of the original image whose
     # pseudo-labels weigh 0, moved with the crop (a "valid_pseudo" map in the batch); None = off.

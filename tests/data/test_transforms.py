@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from udaseg.data.transforms import (CROP_CHECKS, TrainPipeline, choose_crop, crop_accepted, fit_size, hflip_sample,
-                                    pad_sample, pad_to_aspect, rescale_size, resize_sample)
+from udaseg.data.transforms import (CROP_CHECKS, DIGA_CROP_TRIES, TrainPipeline, choose_crop, crop_accepted,
+                                    diga_crop_accepted, fit_size, hflip_sample, pad_sample, pad_to_aspect, rescale_size,
+                                    resize_sample)
 
 
 @pytest.mark.parametrize("hw, img_scale, expected", [
@@ -97,6 +98,51 @@ def test_choose_crop_accepts_the_first_good_box():
     assert boxes[-1] == (y0, x0)
     for by, bx in boxes[:-1]:
         assert not crop_accepted(label[by:by + 10, bx:bx + 10], 0.75)
+
+
+def test_diga_crop_rule_by_hand():
+    """DiGA (spec §3.3): ≥ 2 non-ignore classes each over 2 % of the crop's pixels (ignored included)."""
+    label = np.full((10, 10), 255, np.uint8)
+    label[0, :3] = 0                     # 3 % road
+    label[1, :3] = 1                     # 3 % sidewalk
+    assert diga_crop_accepted(label)
+    label[1, 2] = 255                    # sidewalk 2 %: not *more* than 2 %
+    assert not diga_crop_accepted(label)
+    assert not diga_crop_accepted(np.zeros((10, 10), np.uint8))  # one class
+    three = np.zeros((10, 10), np.uint8)
+    three[:, 5:] = 255
+    three[0, :3] = 2                     # road 47 %, building 3 %, ignore 50 %: two non-ignore classes pass
+    assert diga_crop_accepted(three)
+
+
+def test_diga_crop_rule_draws_five_times_at_most():
+    rng = CountingRng(0)
+    choose_crop(np.ones((40, 40), np.uint8), 40, 40, (10, 10), rng, rule="diga")
+    assert len(rng.draws) == 2 * DIGA_CROP_TRIES  # never passes: five draws, the last kept
+    label = np.zeros((40, 40), np.uint8)
+    label[:, 20:] = 1
+    rng = CountingRng(3)
+    y0, x0, y1, x1 = choose_crop(label, 40, 40, (10, 10), rng, rule="diga")
+    assert len(rng.draws) <= 2 * DIGA_CROP_TRIES
+    if len(rng.draws) < 2 * DIGA_CROP_TRIES:
+        assert diga_crop_accepted(label[y0:y1, x0:x1])
+
+
+def test_diga_size_jitter_scales_height_and_width_independently():
+    sample = {"img": np.zeros((100, 200, 3), np.uint8), "label": np.zeros((100, 200), np.uint8)}
+    pipe = TrainPipeline(size_jitter=(0.7, 1.0), crop_size=(50, 80), flip_prob=0.0)
+    sizes = {pipe.resize(sample, np.random.default_rng(seed))["img"].shape[:2] for seed in range(40)}
+    assert all(70 <= h <= 100 and 140 <= w <= 200 for h, w in sizes)
+    assert len({round(w / h, 2) for h, w in sizes}) > 5  # the aspect ratio changes
+    # an image that falls short of the crop is resized to the crop (spec: "simply resized to 512×896")
+    small = {"img": np.zeros((55, 300, 3), np.uint8), "label": np.zeros((55, 300), np.uint8)}
+    shapes = [pipe.resize(small, np.random.default_rng(seed))["img"].shape[:2] for seed in range(20)]
+    assert (50, 80) in shapes and all(h >= 50 and w >= 80 for h, w in shapes)
+    assert pipe(sample, np.random.default_rng(0))["img"].shape[:2] == (50, 80)
+    with pytest.raises(ValueError, match="crop_size"):
+        TrainPipeline(size_jitter=(0.7, 1.0))
+    with pytest.raises(ValueError, match="crop_rule"):
+        TrainPipeline(crop_rule="dacs")
 
 
 def test_choose_crop_without_ratio_draws_once():

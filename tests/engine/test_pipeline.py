@@ -248,7 +248,7 @@ def test_stage_stream_with_another_dataset_starts_from_the_stream_defaults(tiny_
 @pytest.mark.parametrize("args", [
     ["bafft_paper", "benchmark=gta2cs"], ["daf_ida_paper", "benchmark=synthia2cs"],
     ["daf_ida_paper", "daf_ida_seven", "benchmark=synthia2cs"],
-    ["daf_ida_paper", "daf_ida_mapillary", "benchmark=synthia2mapillary"],
+    ["daf_ida_paper", "daf_ida_mapillary", "benchmark=synthia2mapillary"], ["diga_paper", "benchmark=gta2cs"],
     ["minicity_cpu", "minicity_bafft", "benchmark=minicity_gta2cs"],
     ["minicity_cpu", "minicity_daf_ida", "benchmark=minicity_synthia2cs"],
     ["minicity_diga"], ["minicity_diga_fda"], ["minicity_diga_semisup"], ["minicity_diga_synthia"]])

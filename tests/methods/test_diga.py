@@ -274,6 +274,19 @@ def test_teacher_is_a_copy_at_step_0_and_target_bn_update_is_an_extra_student_fo
     assert all(torch.equal(t, s) for t, s in zip(method.teacher.model.parameters(), initial))
 
 
+def test_dg_reads_target_data_only_for_the_reference_bn_leak():
+    from udaseg.methods.diga import DiGADG
+
+    assert not DiGADG.reads_target(DiGADGConfig()) and DiGADG.reads_target(DiGADGConfig(target_bn_update=True))
+    torch.manual_seed(0)
+    method = create_method(DiGADGConfig(target_bn_update=True), _ctx())
+    method.train()
+    count = [0]
+    method.student.register_forward_hook(lambda *a: count.__setitem__(0, count[0] + 1))
+    method.train_step(_batch(0), _batch(1), 0)
+    assert count[0] == 2  # the two views in one pass, then the target crops (BN statistics only)
+
+
 def test_checkpoint_round_trip_restores_prototypes_translator_and_teacher():
     inputs = {"translator": _translator_state(), "centroids": _centroids()}
     cfg = DiGAConfig(phase="selftrain")
@@ -307,7 +320,7 @@ def test_photometric_view_blends_beta_of_the_augmented_image():
     (DiGAConfig(phase="selftrain", styling="fda"), {}, "inputs.centroids"),
     (DiGAConfig(phase="selftrain", styling="fda"), {"centroids": {"centroids": torch.zeros(16, FEATURE_DIM)}},
      r"expected \[19, 16\]"),
-    (DiGADGConfig(target_bn_update=True), {}, "target_bn_update"),
+    (DiGADGConfig(target_bn_update=True, phase="selftrain"), {}, "phase"),
     (DiGADGConfig(styling="fda"), {}, "styling=none"),
     (DiGAConfig(styling="cyclegan"), {}, "method.styling must be one of"),
     (DiGAConfig(styling="none", phase="warmup", target_bn_update=True, augment_space="bgr"), {}, "augment_space"),

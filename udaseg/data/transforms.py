@@ -21,6 +21,13 @@ The semantics follow mmseg 0.x, which the DAFormer line uses:
   mmseg, the box drawn after the 10th failed check is kept unchecked.
 * horizontal flip with probability ``flip_prob``; pad bottom/right to the crop size.
 
+DiGA/TridentAdapt's geometry (spec ``diga.md`` §3.3) has two more switches: ``size_jitter=(lo, hi)``
+— "random size and crop": after the resize, height and width are scaled *independently* by
+factors from U(lo, hi) (the aspect ratio changes), and an image that then falls short of the crop
+in either dimension is resized to the crop size instead — and ``crop_rule="diga"``: the crop is
+re-drawn up to 5 times until at least two non-ignore classes each cover more than 2 % of it
+(:func:`diga_crop_accepted`; the last draw is kept).
+
 :func:`fit_size` + :func:`pad_sample` give the DADA/CTRL Mapillary geometry of the 7-class protocol
 (keep the aspect ratio, fit inside the target size, pad bottom/right).
 """
@@ -40,6 +47,8 @@ Sample = dict[str, Any]
 _IMAGE_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 # mmseg's RandomCrop checks the class ratio this many times.
 CROP_CHECKS = 10
+CROP_RULES = ("mmseg", "diga")
+DIGA_CROP_TRIES, DIGA_MIN_SHARE = 5, 0.02
 
 
 def rescale_size(h: int, w: int, img_scale: tuple[int, int]) -> tuple[int, int]:
@@ -103,12 +112,32 @@ def crop_accepted(label: np.ndarray, cat_max_ratio: float, ignore_index: int = I
     return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
 
 
+def diga_crop_accepted(label: np.ndarray, min_share: float = DIGA_MIN_SHARE, ignore_index: int = IGNORE_INDEX) -> bool:
+    """DiGA's test: at least two non-ignore classes each cover more than ``min_share`` of the crop
+    (all of its pixels, ignored ones included)."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    shares = counts / max(label.size, 1)
+    shares[ignore_index] = 0
+    return int((shares > min_share).sum()) >= 2
+
+
 def choose_crop(label: np.ndarray | None, h: int, w: int, crop_size: tuple[int, int], rng: np.random.Generator,
-                cat_max_ratio: float = 1.0, ignore_index: int = IGNORE_INDEX) -> tuple[int, int, int, int]:
+                cat_max_ratio: float = 1.0, ignore_index: int = IGNORE_INDEX,
+                rule: str = "mmseg") -> tuple[int, int, int, int]:
     """A crop box, re-drawn up to :data:`CROP_CHECKS` times by the ``cat_max_ratio`` rule
-    (only when ``cat_max_ratio < 1`` and there is a label)."""
+    (``rule="mmseg"``, only when ``cat_max_ratio < 1``), or drawn up to :data:`DIGA_CROP_TRIES`
+    times by :func:`diga_crop_accepted` (``rule="diga"``); only when there is a label."""
     box = random_crop_box(h, w, crop_size, rng)
-    if cat_max_ratio >= 1.0 or label is None:
+    if label is None:
+        return box
+    if rule == "diga":
+        for _ in range(DIGA_CROP_TRIES - 1):
+            y0, x0, y1, x1 = box
+            if diga_crop_accepted(label[y0:y1, x0:x1], ignore_index=ignore_index):
+                break
+            box = random_crop_box(h, w, crop_size, rng)
+        return box
+    if cat_max_ratio >= 1.0:
         return box
     for _ in range(CROP_CHECKS):
         y0, x0, y1, x1 = box
@@ -173,8 +202,9 @@ class TrainPipeline:
     ``resize_to=(H, W)``         resize to exactly H×W, ignoring the aspect ratio (ADVENT-style
                                  BAFFT/DAF pipelines; use ``interpolation="bicubic"`` there).
 
+    ``size_jitter=(lo, hi)`` then scales H and W independently (DiGA's random size; see above).
     Then a random crop of ``crop_size=(H, W)`` (``cat_max_ratio`` < 1 enables mmseg's class-ratio
-    re-draws; DAFormer uses 0.75 on the source), a horizontal flip with ``flip_prob`` and padding
+    re-draws; DAFormer uses 0.75 on the source; ``crop_rule="diga"`` DiGA's), a horizontal flip with ``flip_prob`` and padding
     to the crop size. ``pipeline(sample, rng)`` runs everything; :meth:`resize` and :meth:`augment`
     run the two halves, so that Rare Class Sampling can re-crop an image without resizing it again.
     """
@@ -186,6 +216,8 @@ class TrainPipeline:
     interpolation: str = "bilinear"
     crop_size: tuple[int, int] | None = None
     cat_max_ratio: float = 1.0
+    crop_rule: str = "mmseg"
+    size_jitter: tuple[float, float] | None = None
     flip_prob: float = 0.5
     ignore_index: int = IGNORE_INDEX
     pseudo_margins: tuple[int, int, int, int] | None = None  # (top, bottom, left, right) px of the original
@@ -199,18 +231,36 @@ class TrainPipeline:
         if self.interpolation not in _IMAGE_INTERPOLATION:
             raise ValueError(f"TrainPipeline: interpolation {self.interpolation!r}; expected one of "
                              f"{list(_IMAGE_INTERPOLATION)}")
+        if self.crop_rule not in CROP_RULES:
+            raise ValueError(f"TrainPipeline: crop_rule {self.crop_rule!r}; expected one of {list(CROP_RULES)}")
+        if self.size_jitter is not None:
+            lo, hi = self.size_jitter
+            if not 0 < lo <= hi:
+                raise ValueError(f"TrainPipeline: size_jitter {list(self.size_jitter)} must be 0 < lo <= hi")
+            if self.crop_size is None:
+                raise ValueError("TrainPipeline: size_jitter needs crop_size")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"TrainPipeline: flip_prob {self.flip_prob} outside [0, 1]")
-        for name in ("img_scale", "ratio_range", "fit_size", "resize_to", "crop_size", "pseudo_margins"):
+        for name in ("img_scale", "ratio_range", "fit_size", "resize_to", "crop_size", "pseudo_margins", "size_jitter"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
 
     @property
     def resize_is_random(self) -> bool:
-        return self.ratio_range is not None
+        return self.ratio_range is not None or self.size_jitter is not None
 
     def resize(self, sample: Mapping[str, Any], rng: np.random.Generator) -> Sample:
+        out = self._resize(sample, rng)
+        if self.size_jitter is None:
+            return out
+        h, w = out["img"].shape[:2]
+        size = (int(h * rng.uniform(*self.size_jitter)), int(w * rng.uniform(*self.size_jitter)))
+        if size[0] < self.crop_size[0] or size[1] < self.crop_size[1]:
+            size = self.crop_size
+        return resize_sample(out, size, self.interpolation)
+
+    def _resize(self, sample: Mapping[str, Any], rng: np.random.Generator) -> Sample:
         h, w = sample["img"].shape[:2]
         if self.pseudo_margins is not None:
             sample = {**sample, "valid_pseudo": pseudo_margin_mask(h, w, self.pseudo_margins)}
@@ -231,7 +281,8 @@ class TrainPipeline:
         out = dict(sample)
         if self.crop_size is not None:
             h, w = out["img"].shape[:2]
-            box = choose_crop(out.get("label"), h, w, self.crop_size, rng, self.cat_max_ratio, self.ignore_index)
+            box = choose_crop(out.get("label"), h, w, self.crop_size, rng, self.cat_max_ratio, self.ignore_index,
+                              self.crop_rule)
             out = crop_sample(out, box)
         if self.flip_prob > 0 and rng.random() < self.flip_prob:
             out = hflip_sample(out)

@@ -175,7 +175,8 @@ def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream:
     pipeline = TrainPipeline(
         img_scale=spec.img_scale, ratio_range=spec.ratio_range, fit_size=spec.fit_size, resize_to=spec.resize_to,
         interpolation=spec.interpolation, crop_size=spec.crop_size, cat_max_ratio=spec.cat_max_ratio,
-        flip_prob=spec.flip_prob, pseudo_margins=spec.pseudo_margins)
+        crop_rule=spec.crop_rule, size_jitter=spec.size_jitter, flip_prob=spec.flip_prob,
+        pseudo_margins=spec.pseudo_margins)
     rcs = None
     if spec.rcs.enabled:
         rcs = RareClassSampling.from_dataset(dataset, class_temp=spec.rcs.class_temp,
@@ -374,7 +375,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
                           f"{cfg.benchmark.name} has no target")
     labelled = build_stream(labelled_spec, cfg.data_root, label_space, cfg.seed, SOURCE_STREAM)
     unlabelled = None
-    if method_cls.uses_target:
+    if method_cls.reads_target(cfg.method):
         if cfg.benchmark.target is None:
             raise ConfigError(f"method {cfg.method.name} needs target data; benchmark {cfg.benchmark.name} has none")
         unlabelled = build_stream(cfg.benchmark.target, cfg.data_root, label_space, cfg.seed, TARGET_STREAM)

@@ -70,12 +70,17 @@ class Method(nn.Module):
     # Which benchmark stream carries the labels of the supervised loss: "source" for UDA,
     # "target" for the oracle (trained on the target's training labels).
     labelled_stream: ClassVar[str] = "source"
-    # Whether train_step needs unlabelled target batches.
+    # Whether train_step needs unlabelled target batches (``reads_target`` decides per config).
     uses_target: ClassVar[bool] = True
     # Trainable networks that DDP wraps (teachers and frozen models never are).
     ddp_modules: ClassVar[tuple[str, ...]] = ("student",)
     # Which network ``eval_network()`` returns, as recorded in eval.json.
     eval_network_name: ClassVar[str] = "student"
+
+    @classmethod
+    def reads_target(cls, cfg: Any) -> bool:
+        """Whether a run of this method with method config ``cfg`` reads target batches."""
+        return cls.uses_target
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         super().__init__()

@@ -63,7 +63,7 @@ Round 2 is the same stage with pseudo-labels regenerated from round 1 and, as th
 README does, the warm-up's centroid file.
 
 **Modes.** ``diga_dg`` (domain generalisation): the warm-up with x̂ = x̃_p, no sharpness, no target
-data at all (``uses_target = False``). ``diga_semisup``: a labelled fraction of the target's
+data at all (unless ``target_bn_update``: the reference's DG model is AdaBN-adapted that way). ``diga_semisup``: a labelled fraction of the target's
 train split is the "source" stream and the rest the unlabelled "target" stream (both Cityscapes,
 chosen with the stream option ``subset``; :func:`semisup_split` draws the 186/372/744/1,488-image
 splits of 1/16…1/2); no translator (x̂ = x̃_p), warm-up and self-training as above; λ_distil 0.5.
@@ -77,7 +77,8 @@ splits of 1/16…1/2); no translator (x̂ = x̃_p), warm-up and self-training as
 * ``target_bn_update`` [off]: the reference's warm-up passes target crops through the student
   "for visualisation", which in BN train mode updates its running statistics with target
   statistics (an AdaBN-like leak of the "source-only" and DG models). On: a no-grad student
-  forward of the target crops after each warm-up step (only ``diga`` has target data).
+  forward of the target crops after each warm-up step (``diga_dg`` then reads the benchmark's
+  target training split, which its default never does).
 * ``teacher_bn`` [``train``] and ``teacher_dropout`` [on]: the reference never puts the teacher
   in eval mode, so its BN uses batch statistics and its Dropout2d is active (stochastic targets
   and features); ``teacher_bn: eval`` / ``teacher_dropout: false`` are the ablations.
@@ -90,7 +91,13 @@ splits of 1/16…1/2); no translator (x̂ = x̃_p), warm-up and self-training as
   the last network is the result), the 18,111-image GTA5 list (a data choice), the SYNTHIA warm-up
   LR ramp (reproduce with ``schedule.power=0 schedule.warmup_iters=<iters>
   schedule.warmup_ratio=0``), the stale-tensor reuse when a crop is all ignore (here M is all ones:
-  x̂ = x̃_p), the semi-supervised auxiliary-head terms (our models have no OCR head).
+  x̂ = x̃_p), the semi-supervised auxiliary-head terms (our models have no OCR head), the
+  reference's fixed semi-supervised list files (a seeded draw here; ``subset`` takes any list),
+  and its two resolution streams per batch (one low-resolution crop beside full-resolution ones;
+  here a stream has one resolution). The geometry itself is available as stream options:
+  ``size_jitter: [0.7, 1.0]`` (random size: H and W scaled independently) and ``crop_rule: diga``
+  (the crop re-drawn up to 5 times until two non-ignore classes each cover > 2 %); see
+  ``configs/experiment/diga_paper.yaml``, the paper's protocol on real data.
 
 Logits are upsampled to the crop with the model family's ``align_corners`` (True for the DeepLab-v2
 presets, as the reference) before every softmax and loss.
@@ -486,10 +493,10 @@ class DiGA(Method):
         _choice(cfg.augment_space, AUGMENT_SPACES, "augment_space")
         _choice(cfg.seg_loss, SEG_LOSSES, "seg_loss")
         _choice(cfg.teacher_bn, BN_MODES, "teacher_bn")
-        if cfg.target_bn_update and (cfg.phase != "warmup" or not self.uses_target):
+        if cfg.target_bn_update and (cfg.phase != "warmup" or not self.reads_target(cfg)):
             raise ValueError(f"method.target_bn_update is the warm-up's target-statistics leak: it needs "
                              f"phase=warmup and a method with target data ({cfg.name} phase {cfg.phase})")
-        if cfg.styling == "fda" and not self.uses_target:
+        if cfg.styling == "fda" and not self.reads_target(cfg):
             raise ValueError(f"method.styling=fda needs target images; {cfg.name} has none (use styling=none)")
         if ctx.model_cfg.get("hrda") or ctx.model_cfg.get("depth") is not None:
             raise ValueError(f"{cfg.name} trains a plain encoder-decoder segmentor (its head's embed features are "
@@ -707,6 +714,12 @@ class DiGADG(DiGA):
 
     Config = DiGADGConfig
     uses_target = False
+
+    @classmethod
+    def reads_target(cls, cfg) -> bool:
+        """Never, unless the reference's leak is asked for: ``target_bn_update`` passes the target's
+        training crops through the student (no loss), so that its BN statistics adapt to them."""
+        return bool(getattr(cfg, "target_bn_update", False))
 
     def __init__(self, cfg: DiGADGConfig, ctx: MethodContext):
         if cfg.phase != "warmup" or cfg.styling != "none":
