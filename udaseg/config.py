@@ -160,6 +160,11 @@ class TrainConfig:
     iters: int = 40000
     data_root: str = "data/minicity"
     eval_every: int = 4000  # 0 = only at the end
+    # The reference codes' model selection (DiGA, EBDA, BAFFT, DAF keep the snapshot with the best
+    # target-val mIoU): off, the final network is the result; on, every eval_every the first val
+    # set's headline metric picks checkpoints/best.pt, which then is the run's network and result,
+    # marked in eval.json ("selection") and in the report — an oracle choice, never a default.
+    select_on_val: bool = False
     log_every: int = 50
     checkpoint_every: int = 1000
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)

@@ -92,7 +92,10 @@ def load_run(path: Path) -> Run:
     # Runs of one benchmark in another label space (SYNTHIA's 16 classes) are a table of their own.
     space = cfg["benchmark"].get("label_space", "cityscapes19")
     benchmark = cfg["benchmark"]["name"] + ("" if space == "cityscapes19" else f" [{space}]")
-    return Run(path=path, benchmark=benchmark, label=method_label(cfg), model=cfg["model"]["name"],
+    label = method_label(cfg)
+    if evaluation.get("selection"):  # select_on_val: a row of its own, named for what it is
+        label += " [best on target val]"
+    return Run(path=path, benchmark=benchmark, label=label, model=cfg["model"]["name"],
                seed=int(cfg.get("seed", 0)), evals=evaluation.get("all") or [evaluation], metrics=metrics,
                env=env, train_seconds=train_rows[-1]["time"] if train_rows else None)
 

@@ -238,3 +238,48 @@ def test_mixed_precision_trains(tmp_path, tiny_train_args, precision):
     assert all(np.isfinite(r["loss_seg"]) for r in rows) and final["mIoU19"] is not None
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["method"]["scaler"] or precision == "bf16"  # fp16 keeps its loss-scale state
+
+
+def _scripted_evaluations(monkeypatch, values):
+    """evaluate_all returning the headline value ``values[iteration]`` (first val set)."""
+    def fake(method, cfg, val_sets, device, it):
+        return [{"name": "cityscapes_val", "iter": it, "metric": "mIoU19", "mIoU19": values[it],
+                 "per_class_iou": {}, "confusion": [[1]]}]
+
+    monkeypatch.setattr(trainer, "evaluate_all", fake)
+
+
+def test_select_on_val_is_off_by_default_and_then_the_final_network_is_the_result(tmp_path, tiny_train_args,
+                                                                                  monkeypatch):
+    _scripted_evaluations(monkeypatch, {1: 0.2, 2: 0.5, 3: 0.3, 4: 0.4})
+    final = trainer.train(config_lib.compose(tiny_train_args(eval_every=1)), tmp_path / "r", progress=False)
+    assert final["mIoU19"] == 0.4 and "selection" not in final
+    assert not (tmp_path / "r" / "checkpoints" / "best.pt").exists()
+
+
+def test_select_on_val_keeps_the_best_periodic_network_and_says_so(tmp_path, tiny_train_args, monkeypatch):
+    from udaseg.engine.checkpoint import locate_run
+    from udaseg.report import load_run
+
+    _scripted_evaluations(monkeypatch, {1: 0.2, 2: 0.5, 3: 0.3, 4: 0.4})
+    run = tmp_path / "r"
+    final = trainer.train(config_lib.compose(tiny_train_args(eval_every=1, select_on_val="true")), run, progress=False)
+    assert final["mIoU19"] == 0.5 and final["iter"] == 2
+    sel = final["selection"]
+    assert (sel["iter"], sel["value"], sel["last_iter"], sel["last_value"]) == (2, 0.5, 4, 0.4)
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["iter"] == 2 and locate_run(run)[1].name == "best.pt"  # later stages and udaseg eval use it
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iter"] == 4  # the last network is kept
+    assert json.loads((run / "eval.json").read_text())["selection"]["rule"] == "best_on_val"
+    assert load_run(run).label.endswith("[best on target val]")
+    finals = [r for r in _rows(run) if r.get("final")]
+    assert [r["iter"] for r in finals] == [4]  # the curves end with the last network
+
+    _scripted_evaluations(monkeypatch, {1: 0.2, 2: 0.3, 3: 0.35, 4: 0.4})  # the final network wins
+    final = trainer.train(config_lib.compose(tiny_train_args(eval_every=1, select_on_val="true")), tmp_path / "w",
+                          progress=False)
+    assert final["selection"]["iter"] == 4 and final["mIoU19"] == 0.4
+    assert load_checkpoint(tmp_path / "w" / "checkpoints" / "best.pt")["iter"] == 4
+    with pytest.raises(ConfigError, match="eval_every"):
+        trainer.train(config_lib.compose(tiny_train_args(select_on_val="true")), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()

@@ -42,10 +42,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
     """``(config.yaml, checkpoint)`` of a run directory or of a checkpoint file inside one
-    (``RUN/checkpoints/last.pt``; a config.yaml beside the file is accepted too)."""
+    (``RUN/checkpoints/last.pt``, or ``best.pt`` where the run selected on val with
+    ``select_on_val``; a config.yaml beside the file is accepted too)."""
     source = Path(source)
     if source.is_dir():
-        cfg, ckpt = source / "config.yaml", source / "checkpoints" / "last.pt"
+        best = source / "checkpoints" / "best.pt"
+        cfg, ckpt = source / "config.yaml", best if best.exists() else source / "checkpoints" / "last.pt"
         if not cfg.exists():
             raise UdasegError(f"{source} is not a udaseg run directory (no config.yaml)")
         if not ckpt.exists():

@@ -20,7 +20,8 @@ What happens, in order:
    stop on a non-finite loss, log every ``log_every`` (``metrics.jsonl``, TensorBoard, progress
    bar), checkpoint every ``checkpoint_every`` (atomically), evaluate every ``eval_every`` on the
    benchmark's validation sets — for the curves only: the final checkpoint is the result; target
-   labels never select a model.
+   labels never select a model unless ``select_on_val`` asks for the reference codes' protocol
+   (each evaluation's first val set picks ``checkpoints/best.pt``; see :func:`select_result`).
 5. **End.** Evaluate the method's ``eval_network()`` (the student) on every validation set, write
    ``eval.json`` and the run summary with pictures.
 """
@@ -275,6 +276,27 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, resume: bool, force: bool, c
     return cfg
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def select_result(results: list[dict], best: dict | None) -> tuple[list[dict], dict | None]:
+    """``select_on_val``: (the result rows, the selection record) — the final network's rows when
+    they score at least the best periodic evaluation (first val set, headline metric), else the
+    best one's rows, as stored with ``best.pt``."""
+    if not results:
+        return results, None
+    metric = results[0]["metric"]
+    last_value = results[0].get(metric)
+    use_best = best is not None and last_value is not None and best["value"] > last_value
+    chosen = best["results"] if use_best else results
+    record = {"rule": "best_on_val", "val_set": results[0]["name"], "metric": metric,
+              "iter": chosen[0]["iter"], "value": chosen[0].get(metric), "last_iter": results[0]["iter"],
+              "last_value": last_value,
+              "note": "chosen with target validation labels (the reference's protocol): an optimistic estimate"}
+    return chosen, record
+
+
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.pt"
 
@@ -353,6 +375,8 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
     from udaseg.methods import MethodContext, create_method, get_method_class
 
     # 1. Set-up.
+    if cfg.select_on_val and not cfg.eval_every:
+        raise ConfigError("select_on_val picks the best of the periodic evaluations: it needs eval_every > 0")
     device = pick_device(cfg.device)
     distributed = dist.init_from_env(device.type)
     if device.type == "cuda":
@@ -391,7 +415,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
                         label_space=get_label_space(label_space), device=device, precision=cfg.precision,
                         inputs={name: load_input(spec, f"inputs.{name}") for name, spec in cfg.inputs.items()})
     method = create_method(cfg.method, ctx).to(device)
-    start_iter, elapsed_before = 0, 0.0
+    start_iter, elapsed_before, best = 0, 0.0, None
     # Rank 0 decides whether there is a checkpoint; every rank then reads it, so under several
     # nodes the run directory must be on a filesystem they share (a clear error otherwise).
     if dist.broadcast_object(resume and last_checkpoint(run_dir).exists()):
@@ -401,6 +425,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
         method.load_checkpoint_state(state["method"])
         start_iter, elapsed_before = state["iter"], state.get("elapsed", 0.0)
+        best = state.get("best")
         rng = state["rng"]
         if len(rng) != dist.world_size():
             raise UdasegError(f"{last_checkpoint(run_dir)} was written by a run of {len(rng)} process(es); "
@@ -455,24 +480,43 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
                         **method.diagnostics_row(), "time": round(time.time() - t0, 3)})
             sums, count = {}, 0
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.iters:
-            for row in evaluate_all(method, cfg, val_sets, device, done):  # curves only, never selection
+            rows = evaluate_all(method, cfg, val_sets, device, done)  # curves only, unless select_on_val
+            for row in rows:
                 logger.log(_eval_log_row(row, time.time() - t0))
+            value = rows[0].get(rows[0]["metric"]) if rows else None
+            if cfg.select_on_val and value is not None and (best is None or value > best["value"]):
+                best = {"iter": done, "value": value, "results": rows}
+                if dist.is_main():
+                    save_atomic({"iter": done, "method": method.checkpoint_state(), "selected": best,
+                                 "udaseg": udaseg.__version__}, best_checkpoint(run_dir))
+                dist.barrier()
         if done % cfg.checkpoint_every == 0 or done == cfg.iters:
             states = dist.all_gather_objects(rng_state())
             if dist.is_main():
                 save_atomic({"iter": done, "elapsed": time.time() - t0, "method": method.checkpoint_state(),
-                             "rng": states, "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
+                             "rng": states, "best": best, "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
             dist.barrier()
     if bar is not None:
         bar.close()
 
-    # 5. End: the final network is the result.
-    results = evaluate_all(method, cfg, val_sets, device, cfg.iters)
+    # 5. End: the final network is the result (or, with select_on_val, the best on the first val set).
+    last_rows = results = evaluate_all(method, cfg, val_sets, device, cfg.iters)
+    selection = None
+    if cfg.select_on_val:
+        results, selection = select_result(last_rows, best)
+        if selection is not None and selection["iter"] == cfg.iters and dist.is_main():  # the final one won
+            save_atomic({"iter": cfg.iters, "method": method.checkpoint_state(), "selected": selection,
+                         "udaseg": udaseg.__version__}, best_checkpoint(run_dir))
+        if selection is not None and selection["iter"] != cfg.iters:  # evaluate and summarise that network
+            method.load_checkpoint_state(load_checkpoint(best_checkpoint(run_dir), map_location=device)["method"])
+        dist.barrier()
     final = {**results[0], "all": results} if results else {}
+    if selection is not None:
+        final["selection"] = selection
     if method.eval_network() is None:
         final = {"network": None, "note": f"method {cfg.method.name} trains no segmentation network"}
     if dist.is_main():
-        for row in results:
+        for row in last_rows:  # the curves end with the last network, whichever is the result
             logger.log(_eval_log_row(row, time.time() - t0, final=True))
         (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
         if method.eval_network() is not None and results:

@@ -87,8 +87,10 @@ splits of 1/16…1/2); no translator (x̂ = x̃_p), warm-up and self-training as
 * ``distil_mask_ignore`` [off]: every pixel counts in L_distil, source-ignore included (the
   reference's masked variant is commented out).
 * ``consensus`` [on]; off: every offline pseudo-label is used (the validation ladder's step 4).
-* Not reproduced: best-on-val checkpoint selection (the trainer never selects with target labels;
-  the last network is the result), the 18,111-image GTA5 list (a data choice), the SYNTHIA warm-up
+* Best-on-val checkpoint selection: the trainer's ``select_on_val`` [off] (the last network is
+  the result by default; on, every evaluation's first val set picks ``best.pt``, which starts
+  the next stage, and ``eval.json``/the report name the selection).
+* Not reproduced: the 18,111-image GTA5 list (a data choice), the SYNTHIA warm-up
   LR ramp (reproduce with ``schedule.power=0 schedule.warmup_iters=<iters>
   schedule.warmup_ratio=0``), the stale-tensor reuse when a crop is all ignore (here M is all ones:
   x̂ = x̃_p), the semi-supervised auxiliary-head terms (our models have no OCR head), the
