@@ -182,7 +182,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
     lines = [f"# {title}", "",
              "Written by `udaseg report` from run directories; every number is the mean ± sample std "
              "(ddof 1) over the seeds listed, evaluated on the final checkpoint of each run (no model "
-             "selection on target labels). mIoU in %.", ""]
+             "selection on target labels, except in rows marked [best on target val]). mIoU in %.", ""]
     if notes:
         lines += [notes.strip(), ""]
     by_bench: dict[tuple[str, str], list[Group]] = defaultdict(list)
@@ -238,6 +238,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                         _plot_confusions(bench_groups, classes, pictures / f"{stem}_confusion.png")):
             if picture is not None:
                 lines += [f"![{picture.stem}]({pictures.name}/{picture.name})", ""]
+        lines += _pseudo_label_precision_table(bench_groups, classes)
         diagnostics = _plot_pseudo_labels(bench_groups, pictures / f"{stem}_pseudo_labels.png")
         if diagnostics is not None:
             lines += ["Pseudo-labels of the self-training methods over training, against the target's training "
@@ -263,6 +264,31 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def _pseudo_label_precision_table(groups: list[Group], classes: list[str]) -> list[str]:
+    """Per-class precision of the pseudo-labels (``pl_precision`` of the training log, against the
+    target's training labels) over the last quarter of each run's logged rows, then over seeds."""
+    rows = []
+    for g in groups:
+        per_run = []
+        for run in g.runs:
+            logged = [m["pl_precision"] for m in run.metrics if isinstance(m.get("pl_precision"), dict)]
+            if logged:
+                per_run.append(logged[len(logged) - max(1, len(logged) // 4):])
+        if not per_run:
+            continue
+        vals = []
+        for c in classes:
+            run_means = [statistics.fmean(v) for v in ([row[c] for row in tail if row.get(c) is not None]
+                                                       for tail in per_run) if v]
+            vals.append(statistics.fmean(run_means) if run_means else None)
+        rows.append(f"| {g.label} | " + " | ".join("–" if v is None else f"{v * 100:.0f}" for v in vals) + " |")
+    if not rows:
+        return []
+    return ["Per-class precision (%) of the pseudo-labels over the last quarter of training (the share of "
+            "the pixels pseudo-labelled c whose target label is c; diagnostics only, never used in training):", "",
+            "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes), *rows, ""]
 
 
 def _per_set_table(bench: str, names: list[str], by_bench: dict, key: str, order: list[Group]) -> list[str]:

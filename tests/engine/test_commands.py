@@ -237,3 +237,20 @@ def test_runs_in_another_label_space_get_their_own_table(tiny_run, tmp_path):
     name = cfg["benchmark"]["name"]
     assert f"## {name} — evaluated" in text and f"## {name} [synthia16] — evaluated" in text
     assert all(" " not in p.name and "[" not in p.name for p in (tmp_path / "r_files").iterdir())
+
+
+def test_report_tables_pseudo_label_precision_over_the_last_quarter(tiny_run, tmp_path):
+    """The mean of the last quarter of each run's logged pl_precision rows, then over seeds."""
+    from udaseg.report import write_report
+
+    for seed, late in ((0, 0.8), (1, 0.6)):
+        run = tmp_path / f"s{seed}"
+        shutil.copytree(tiny_run, run)
+        (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 0", f"seed: {seed}"))
+        rows = [{"iter": i, "loss": 1.0, "time": float(i),
+                 "pl_precision": {"road": 0.1 if i < 7 else late, "rider": None}} for i in range(1, 9)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report([tmp_path / "s0", tmp_path / "s1"], tmp_path / "r.md").read_text()
+    table = text[text.index("Per-class precision"):].splitlines()
+    row = next(line for line in table if line.startswith("| source_only |"))
+    assert row.split(" | ")[1] == "70" and row.split(" | ")[13] == "–"  # road (0.8 + 0.6)/2; rider never labelled
