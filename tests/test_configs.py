@@ -50,3 +50,16 @@ def test_minicity_models_build(name):
     cfg = config_lib.compose([f"model={name}", "benchmark=minicity_gta2cs", "method=source_only", "schedule=minicity"])
     model = create_model(cfg.model, num_classes=19)
     assert model.num_classes == 19
+
+
+def test_paper_protocols_of_the_deeplab_line_resize_val_images_as_pil_bicubic():
+    from udaseg.errors import ConfigError
+
+    for args in (["advent_paper", "benchmark=gta2cs"], ["daf_ida_paper", "benchmark=synthia2cs"],
+                 ["daf_ida_paper", "daf_ida_mapillary", "benchmark=synthia2mapillary"]):
+        val = config_lib.compose(args).benchmark.val
+        assert [v.interpolation for v in val] == ["bicubic"] and val[0].test_scale
+    assert config_lib.compose(["daformer_paper", "benchmark=gta2cs"]).benchmark.val[0].interpolation == "bilinear"
+    with pytest.raises(ConfigError, match=r"benchmark.val\[0\].interpolation"):
+        config_lib.compose(["benchmark=gta2cs", "method=source_only", "model=minicity_cnn", "schedule=minicity",
+                            "benchmark.val=[{dataset: cityscapes, root: cityscapes, interpolation: area}]"])

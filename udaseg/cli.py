@@ -165,7 +165,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scales = tuple(args.scales) if args.scales else (tuple(spec.scales) if spec.get("scales") else None)
         result = evaluate(model, dataset, mode=mode, flip=args.flip or spec.flip, test_scale=test_scale,
                           window=window, stride=stride, device=device, network=args.network, scales=scales,
-                          progress=not args.quiet, dataset_name=spec.dataset)
+                          interpolation=spec.get("interpolation", "bilinear"), progress=not args.quiet,
+                          dataset_name=spec.dataset)
         name = spec.name or f"{spec.dataset}_{spec.split}"
         print(f"== {name} ({args.network}, {result.protocol['mode']}{', flip' if result.protocol['flip'] else ''})")
         print(result.table())

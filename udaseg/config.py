@@ -89,6 +89,7 @@ class EvalDataConfig:
     split: str = "val"
     options: dict[str, Any] = field(default_factory=dict)
     test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference
+    interpolation: str = "bilinear"  # of that resize: bilinear (mmcv) | bicubic (PIL, antialiased)
     mode: str = "whole"  # whole | slide
     window: Optional[list[int]] = None  # slide window (h, w), in the resized image
     stride: Optional[list[int]] = None
@@ -389,6 +390,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"'benchmark.val[{i}]': slide inference needs window and stride")
         if val.scales and (val.mode != "whole" or any(s <= 0 for s in val.scales)):
             raise ConfigError(f"'benchmark.val[{i}].scales': positive factors, with whole-image inference only")
+        if val.interpolation not in ("bilinear", "bicubic"):
+            raise ConfigError(f"'benchmark.val[{i}].interpolation' must be bilinear or bicubic, got {val.interpolation!r}")
     for key in ("iters", "benchmark.batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be at least 1")

@@ -1,5 +1,6 @@
 """Whole / slide / flip inference on models with known outputs."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -177,3 +178,25 @@ def test_upsample_probabilities_softmaxes_at_the_output_size():
         infer_logits(PositionModel(), img, upsample="nearest")
     with pytest.raises(ValueError, match="logits"):
         infer_logits(PositionModel(), img, scales=(1.0, 0.5), upsample="probabilities")
+
+
+def test_bicubic_test_scale_resize_is_pils_antialiased_bicubic():
+    """The DeepLab-v2 line's loaders resize with PIL BICUBIC; interpolation="bicubic" matches it."""
+    from PIL import Image
+
+    from udaseg.engine.inference import resize_image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    pil = np.asarray(Image.fromarray(img).resize((16, 8), Image.BICUBIC)).astype(np.float32)
+    ours = resize_image(torch.from_numpy(img).permute(2, 0, 1)[None], (8, 16), "bicubic")[0].permute(1, 2, 0).numpy()
+    assert np.abs(ours - pil).max() <= 1.0  # rounding of the last unit only
+    bilinear = resize_image(torch.from_numpy(img).permute(2, 0, 1)[None], (8, 16))[0].permute(1, 2, 0).numpy()
+    assert np.abs(bilinear - pil).max() > 5  # the mmcv-style resize is another image
+    model = PositionModel()
+    big = torch.from_numpy(img).permute(2, 0, 1)[None]
+    a = infer_logits(model, big, test_scale=(16, 8), interpolation="bicubic")
+    b = infer_logits(model, big, test_scale=(16, 8))
+    assert a.shape == b.shape == (1, 2, 16, 32) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="interpolation"):
+        infer_logits(model, big, test_scale=(16, 8), interpolation="area")

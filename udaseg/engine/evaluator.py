@@ -236,7 +236,7 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
              network: str = "student", batch_size: int = 1, progress: bool = True,
              amp_dtype: torch.dtype | None = None, num_workers: int = 0,
              dataset_name: str | None = None, split: str | None = None,
-             scales: tuple[float, ...] | None = None) -> EvalResult:
+             scales: tuple[float, ...] | None = None, interpolation: str = "bilinear") -> EvalResult:
     """Score ``model`` on every labelled image of ``dataset`` (items with ``img`` uint8
     [3, H, W], ``label`` int64 [H, W] in ``dataset.label_space``, 255 = ignore).
 
@@ -278,7 +278,7 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
                 label = torch.stack([item["label"] for item in run]).to(device)
                 scores = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window, stride=stride,
                                       flip=flip, out_size=tuple(label.shape[-2:]), amp_dtype=amp_dtype,
-                                      scales=scales)
+                                      scales=scales, interpolation=interpolation)
                 confusion.update(scores.argmax(dim=1), label)
                 entropy.update(scores, label)
                 seen += len(run)
@@ -295,7 +295,7 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
     if int(seen) != len(dataset):
         raise RuntimeError(f"evaluated {int(seen)} images but the dataset has {len(dataset)}")
     return EvalResult(label_space, confusion.numpy(), int(seen), name, split, network,
-                      describe(mode, test_scale, window, stride, flip, scales), entropy.to_json())
+                      describe(mode, test_scale, window, stride, flip, scales, interpolation), entropy.to_json())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,23 @@ import torch.nn.functional as F
 from torch import nn
 
 MODES = ("whole", "slide")
+# How an image is resized before inference: bilinear as mmcv/cv2 (the DAFormer line), or bicubic
+# with antialiasing as PIL's BICUBIC (the ADVENT/DeepLab-v2 line's loaders: AdvEnt, DAF, BAFFT, DiGA).
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def resize_image(img: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+    """``img`` [B, 3, H, W] in 0–255 (any dtype) resized to ``size``, as float32 rounded to 0–255."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    x = img.float()
+    if tuple(size) == tuple(x.shape[-2:]):
+        return x
+    if interpolation == "bicubic":
+        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+    else:
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return x.round_().clamp_(0, 255)
 
 
 def keep_ratio_size(height: int, width: int, test_scale: tuple[int, int] | list[int] | None) -> tuple[int, int]:
@@ -102,7 +119,7 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
                  flip: bool = False, out_size: tuple[int, int] | list[int] | None = None,
                  amp_dtype: torch.dtype | None = None, max_windows_per_forward: int | None = None,
                  scales: tuple[float, ...] | list[float] | None = None,
-                 upsample: str = "logits") -> torch.Tensor:
+                 upsample: str = "logits", interpolation: str = "bilinear") -> torch.Tensor:
     """Scores ``[B, C, *out_size]`` (float32) for ``img`` ``uint8 [B, 3, H, W]`` RGB.
 
     ``out_size`` defaults to (H, W), the usual label resolution. ``window``/``stride`` (h, w) are
@@ -113,7 +130,8 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
     ``upsample="probabilities"`` takes the softmax at the network's output size and upsamples the
     probabilities (BAFFT's pseudo-label generation, spec A.9); the result is then their log, so
     that a softmax of it gives those probabilities back. The model is used as is: call
-    ``model.eval()`` first.
+    ``model.eval()`` first. ``interpolation`` resizes the image to ``test_scale``
+    (:func:`resize_image`).
     """
     if upsample not in ("logits", "probabilities"):
         raise ValueError(f"upsample must be 'logits' or 'probabilities', got {upsample!r}")
@@ -128,10 +146,7 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
     out_size = tuple(out_size) if out_size is not None else (height, width)
     device = next(model.parameters()).device
 
-    x = img.to(device=device, dtype=torch.float32)
-    size = keep_ratio_size(height, width, test_scale)
-    if size != (height, width):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+    x = resize_image(img.to(device=device), keep_ratio_size(height, width, test_scale), interpolation)
     x = model.normalize(x, value_range=255.0)
 
     if scales and upsample != "logits":
@@ -171,9 +186,12 @@ def predict(model: nn.Module, img: torch.Tensor, **options) -> torch.Tensor:
     return infer_logits(model, img, **options).argmax(dim=1)
 
 
-def describe(mode: str, test_scale=None, window=None, stride=None, flip: bool = False, scales=None) -> dict:
+def describe(mode: str, test_scale=None, window=None, stride=None, flip: bool = False, scales=None,
+             interpolation: str = "bilinear") -> dict:
     """The inference protocol as recorded in ``eval.json``."""
     info: dict = {"mode": mode, "flip": bool(flip), "test_scale": list(test_scale) if test_scale else None}
+    if test_scale and interpolation != "bilinear":
+        info["interpolation"] = interpolation
     if scales:
         info["scales"] = [float(s) for s in scales]
     if mode == "slide":

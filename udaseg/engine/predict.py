@@ -100,6 +100,7 @@ def run_predict(args) -> int:
     stride = args.stride or (tuple(val.stride) if val is not None and val.stride else None)
     test_scale = tuple(args.test_scale) if args.test_scale else (
         tuple(val.test_scale) if val is not None and val.test_scale else None)
+    interpolation = val.get("interpolation", "bilinear") if val is not None else "bilinear"
     formats = args.format or ["color"]
     out = Path(args.out)
     inputs = collect_inputs(args.inputs)
@@ -113,7 +114,7 @@ def run_predict(args) -> int:
                 img = torch.from_numpy(frame.image).permute(2, 0, 1)[None]
                 with torch.no_grad():
                     logits = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window,
-                                          stride=stride, flip=args.flip)
+                                          stride=stride, flip=args.flip, interpolation=interpolation)
                 pred = logits.argmax(dim=1)[0].cpu().numpy()
                 for fmt in formats:
                     export_prediction(pred, out / frame.out_dir, frame.stem, fmt, label_space, image=frame.image)

@@ -39,6 +39,7 @@ class PseudoLabelStepConfig:
     stream: str = "target"  # whose training split is labelled
     network: Optional[str] = None  # None = the network the previous stage evaluated (student / teacher)
     test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference; None = as stored
+    interpolation: str = "bilinear"  # of that resize: bilinear (mmcv) | bicubic (PIL, the DeepLab-v2 line)
     # Labels at the network's input size (the test_scale-resized image, as BAFFT and ISL write
     # them) instead of the stored image's; a later stage resizes them back with nearest neighbour.
     at_input_size: bool = False
@@ -53,7 +54,7 @@ def _probabilities(model, batch, cfg: PseudoLabelStepConfig) -> torch.Tensor:
 
     out_size = keep_ratio_size(*batch["img"].shape[-2:], cfg.test_scale) if cfg.at_input_size else None
     logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip, out_size=out_size,
-                          upsample=cfg.upsample)
+                          upsample=cfg.upsample, interpolation=cfg.interpolation)
     return logits.softmax(dim=1)[0]  # [C, H, W] at the image's (or the input's) size
 
 

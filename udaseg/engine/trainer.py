@@ -323,6 +323,7 @@ def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, 
                           window=tuple(spec.window) if spec.window else None,
                           stride=tuple(spec.stride) if spec.stride else None,
                           scales=tuple(spec.scales) if spec.get("scales") else None,
+                          interpolation=spec.get("interpolation", "bilinear"),
                           device=device, network=method.eval_network_name, progress=False,
                           num_workers=min(cfg.workers, 2), dataset_name=spec.dataset)
         row = {"name": spec.name or f"{spec.dataset}_{spec.split}", "iter": it, "metric": headline_metric(cfg),

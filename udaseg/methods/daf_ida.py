@@ -274,22 +274,21 @@ class DepthRankConfig:
     stream: str = "target"  # whose training split is ranked
     network: Optional[str] = None  # None = the network the previous stage evaluated
     test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference; None = as stored
+    interpolation: str = "bicubic"  # of that resize: PIL bicubic as IntraDA's loader | bilinear
     at_input_size: bool = False  # score and label at the network's input size (B.8: 512×1024), not the stored one
 
 
 @torch.no_grad()
-def predict_with_depth(model, img: torch.Tensor, test_scale=None, at_input_size: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_with_depth(model, img: torch.Tensor, test_scale=None, at_input_size: bool = False,
+                       interpolation: str = "bicubic") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and inverse depth of ``img`` uint8 [B, 3, H, W], upsampled to (H, W) — or, with
     ``at_input_size``, to the network's input size — with the model's ``align_corners`` (the image
     resized first to ``test_scale`` as in inference)."""
-    from udaseg.engine.inference import keep_ratio_size
+    from udaseg.engine.inference import keep_ratio_size, resize_image
 
     height, width = img.shape[-2:]
-    x = img.float()
     size = keep_ratio_size(height, width, test_scale)
-    if size != (height, width):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+    x = resize_image(img, size, interpolation)
     logits, depth = model.forward_with_depth(model.normalize(x, value_range=255.0))
     up = dict(size=size if at_input_size else (height, width), mode="bilinear", align_corners=bool(model.align_corners))
     return F.interpolate(logits.float(), **up), F.interpolate(depth.float(), **up)
@@ -306,7 +305,8 @@ def depth_rank(ctx: StepContext, cfg: DepthRankConfig) -> dict:
     rare = rare_class_ids(ctx.label_space, cfg.rare_ids)
     names, scores, normalisers, accuracy = [], [], [], {}
     for batch in ctx.batches(cfg.stream, labels=True):
-        logits, depth = predict_with_depth(model, batch["img"], cfg.test_scale, cfg.at_input_size)
+        logits, depth = predict_with_depth(model, batch["img"], cfg.test_scale, cfg.at_input_size,
+                                           cfg.interpolation)
         score, nu = ranking_score(logits.softmax(dim=1), depth, normalize=cfg.normalize, rare_ids=rare)
         name = batch["name"][0]
         if "label" in batch:  # diagnostics only: how right each image's argmax is (MiniCity has labels)

@@ -117,6 +117,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from udaseg.data.catalog import IGNORE_INDEX
+from udaseg.engine.inference import resize_image
 from udaseg.engine.pipeline import StepContext, register_step
 from udaseg.engine.schedule import ScheduledOptimizer
 from udaseg.methods import register_method
@@ -789,6 +790,7 @@ def diga_pseudo_labels(ctx: StepContext, cfg: DiGAPseudoLabelStepConfig) -> dict
 class DiGACentroidStepConfig:
     step: str = "diga_centroids"
     resize_to: Optional[list[int]] = None  # (h, w) before inference; reference: 512×1024 of Cityscapes
+    interpolation: str = "bicubic"  # of that resize: PIL bicubic, the reference's loader | bilinear
     passes: int = 5  # over the split (reference 5; changes the result only once a count reaches the cap)
     min_pixels: int = 5
     count_cap: int = 3000
@@ -812,8 +814,7 @@ def diga_centroids(ctx: StepContext, cfg: DiGACentroidStepConfig) -> dict:
             for batch in ctx.batches(cfg.stream):
                 img = batch["img"]
                 if cfg.resize_to is not None:
-                    img = F.interpolate(img.float(), size=tuple(cfg.resize_to), mode="bilinear",
-                                        align_corners=False).round().clamp(0, 255)
+                    img = resize_image(img, tuple(cfg.resize_to), cfg.interpolation)
                 logits, feats = embed_and_logits(model, model.normalize(img, value_range=255.0))
                 acc.add(feats[0], logits[0].argmax(0))
                 images += 1
