@@ -40,7 +40,7 @@ def test_run_directory_contract(tmp_path, tiny_train_args):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["iters"] == 4 and cfg["method"]["name"] == "source_only" and cfg["model"]["backbone"] == "tiny_cnn"
     env = json.loads((run / "env.json").read_text())
-    assert {"python", "torch", "udaseg", "git_commit", "device", "seed", "command"} <= set(env)
+    assert {"python", "torch", "udaseg", "git_commit", "device", "seed", "command", "cpu"} <= set(env)
     assert env["device"] == "cpu" and env["world_size"] == 1
 
     rows = _rows(run)

@@ -111,6 +111,18 @@ def _command_line() -> list[str]:
     return head + sys.argv[1:]
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), or None where it cannot be read: results of the
+    same seed differ in the last bits between CPU kinds (other vector kernels), so runs record it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment(cfg: DictConfig, device: torch.device) -> dict:
     commit = None
     try:
@@ -122,7 +134,7 @@ def environment(cfg: DictConfig, device: torch.device) -> dict:
         "python": sys.version.split()[0], "torch": torch.__version__, "udaseg": udaseg.__version__,
         "git_commit": commit, "platform": platform.platform(), "hostname": platform.node(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "world_size": dist.world_size(), "cpu_threads": torch.get_num_threads(),
+        "cpu": cpu_model(), "world_size": dist.world_size(), "cpu_threads": torch.get_num_threads(),
         "seed": cfg.seed, "command": _command_line(), "precision": cfg.precision,
     }
 
