@@ -38,6 +38,7 @@ def main(out_dir: str, n: int) -> None:
         np.save(os.path.join(out_dir, f"conf{rank}.npy"), result.confusion)
         summary = [result.num_images, dist.world_size(), *dataset.seen]
         Path(out_dir, f"rank{rank}.txt").write_text(" ".join(map(str, summary)))
+        torch.distributed.barrier()  # no rank tears gloo down while its peer is still finishing
     finally:
         torch.distributed.destroy_process_group()
 

@@ -34,6 +34,7 @@ def main(out_dir: str) -> None:
         method.backward(method.net("student")(2 * x).sum())
         synced = method.student.weight.grad.clone()
         torch.save({"local": local, "synced": synced}, Path(out_dir) / f"grads{dist.rank()}.pt")
+        torch.distributed.barrier()  # no rank tears gloo down while its peer is still finishing
     finally:
         torch.distributed.destroy_process_group()
 
