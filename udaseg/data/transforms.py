@@ -131,17 +131,14 @@ def choose_crop(label: np.ndarray | None, h: int, w: int, crop_size: tuple[int, 
     if label is None:
         return box
     if rule == "diga":
-        for _ in range(DIGA_CROP_TRIES - 1):
-            y0, x0, y1, x1 = box
-            if diga_crop_accepted(label[y0:y1, x0:x1], ignore_index=ignore_index):
-                break
-            box = random_crop_box(h, w, crop_size, rng)
+        checks, accept = DIGA_CROP_TRIES - 1, lambda crop: diga_crop_accepted(crop, ignore_index=ignore_index)
+    elif cat_max_ratio < 1.0:
+        checks, accept = CROP_CHECKS, lambda crop: crop_accepted(crop, cat_max_ratio, ignore_index)
+    else:
         return box
-    if cat_max_ratio >= 1.0:
-        return box
-    for _ in range(CROP_CHECKS):
+    for _ in range(checks):  # the box drawn after the last failed check is kept unchecked
         y0, x0, y1, x1 = box
-        if crop_accepted(label[y0:y1, x0:x1], cat_max_ratio, ignore_index):
+        if accept(label[y0:y1, x0:x1]):
             break
         box = random_crop_box(h, w, crop_size, rng)
     return box
