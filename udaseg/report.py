@@ -238,6 +238,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                         _plot_confusions(bench_groups, classes, pictures / f"{stem}_confusion.png")):
             if picture is not None:
                 lines += [f"![{picture.stem}]({pictures.name}/{picture.name})", ""]
+        lines += _similar_pairs_table(bench_groups, classes)
         lines += _pseudo_label_precision_table(bench_groups, classes)
         diagnostics = _plot_pseudo_labels(bench_groups, pictures / f"{stem}_pseudo_labels.png")
         if diagnostics is not None:
@@ -251,6 +252,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
             lines += [f"Entropy of the predictions on {eval_name} (labelled pixels, summed over seeds, as a share "
                       "of each method's pixels): solid where the prediction is right, dashed where it is wrong; "
                       "x in nats up to ln C.", "", f"![{entropy.stem}]({pictures.name}/{entropy.name})", ""]
+            lines += _entropy_table(bench_groups, eval_name)
         lines += ["Provenance:", ""]
         for g in bench_groups:
             times = [r.train_seconds for r in g.runs if r.train_seconds is not None]
@@ -289,6 +291,61 @@ def _pseudo_label_precision_table(groups: list[Group], classes: list[str]) -> li
     return ["Per-class precision (%) of the pseudo-labels over the last quarter of training (the share of "
             "the pixels pseudo-labelled c whose target label is c; diagnostics only, never used in training):", "",
             "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes), *rows, ""]
+
+
+# Classes that look alike and that TigDA's text guidance means to separate (its paper's examples,
+# plus the vehicles): the report shows how often each is predicted as the other.
+SIMILAR_PAIRS = (("person", "rider"), ("road", "sidewalk"), ("car", "truck"), ("car", "bus"), ("truck", "bus"))
+
+
+def _similar_pairs_table(groups: list[Group], classes: list[str]) -> list[str]:
+    """For each pair (a, b) of :data:`SIMILAR_PAIRS` in ``classes``: the share (%) of a's labelled
+    pixels predicted b and of b's predicted a (rows of each run's confusion matrix; mean over seeds)."""
+    index = {c: i for i, c in enumerate(classes)}
+    directed = [(a, b) for x, y in SIMILAR_PAIRS if x in index and y in index for a, b in ((x, y), (y, x))]
+    rows = []
+    for g in groups:
+        mats = [np.asarray(row["confusion"], dtype=np.float64) for row in g.results if row.get("confusion")]
+        if not mats or not directed:
+            continue
+        cells = []
+        for a, b in directed:
+            shares = [m[index[a], index[b]] / m[index[a]].sum() for m in mats if m[index[a]].sum() > 0]
+            cells.append(f"{statistics.fmean(shares) * 100:.1f}" if shares else "–")
+        rows.append(f"| {g.label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["Confusion between similar classes (% of the pixels labelled a that are predicted b, mean over seeds):", "",
+            "| method | " + " | ".join(f"{a} → {b}" for a, b in directed) + " |",
+            "|---|" + "---|" * len(directed), *rows, ""]
+
+
+def _entropy_table(groups: list[Group], eval_name: str) -> list[str]:
+    """Mean prediction entropy (nats; from each run's entropy histogram, at the bin centres) over all,
+    correctly and wrongly predicted labelled pixels, mean ± std over seeds."""
+    rows = []
+    for g in groups:
+        per_run = []
+        for row in g.results:
+            hist = row.get("entropy_histogram")
+            if not hist:
+                continue
+            correct, wrong = (np.asarray(hist[k], dtype=np.float64) for k in ("correct", "wrong"))
+            centres = (np.arange(len(correct)) + 0.5) * hist["max"] / len(correct)
+            per_run.append([float((h * centres).sum() / h.sum()) if h.sum() else None
+                            for h in (correct + wrong, correct, wrong)])
+        if not per_run:
+            continue
+        cells = []
+        for k in range(3):
+            vals = [r[k] for r in per_run if r[k] is not None]
+            cells.append("–" if not vals else f"{statistics.fmean(vals):.3f}" + (
+                f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""))
+        rows.append(f"| {g.label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [f"Mean entropy (nats) of the predictions on {eval_name}, mean ± std over seeds:", "",
+            "| method | all pixels | correct | wrong |", "|---|---|---|---|", *rows, ""]
 
 
 def _per_set_table(bench: str, names: list[str], by_bench: dict, key: str, order: list[Group]) -> list[str]:

@@ -254,3 +254,56 @@ def test_report_tables_pseudo_label_precision_over_the_last_quarter(tiny_run, tm
     table = text[text.index("Per-class precision"):].splitlines()
     row = next(line for line in table if line.startswith("| source_only |"))
     assert row.split(" | ")[1] == "70" and row.split(" | ")[13] == "–"  # road (0.8 + 0.6)/2; rider never labelled
+
+
+def _fake_seed_runs(tiny_run, tmp_path, edit):
+    """Two copies of ``tiny_run`` (seeds 0 and 1) whose eval rows ``edit(row, seed)`` changes."""
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"s{seed}"
+        shutil.copytree(tiny_run, run)
+        (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 0", f"seed: {seed}"))
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["all"] = [edit(dict(evaluation["all"][0]), seed)]
+        (run / "eval.json").write_text(json.dumps(evaluation))
+        runs.append(run)
+    return runs
+
+
+def test_report_tables_the_confusion_between_similar_classes(tiny_run, tmp_path):
+    from udaseg.report import write_report
+
+    def edit(row, seed):
+        classes = list(row["per_class_iou"])
+        person, rider = classes.index("person"), classes.index("rider")
+        conf = np.zeros((len(classes), len(classes) + 1), dtype=np.int64)
+        conf[person, person], conf[person, rider] = 90 - 20 * seed, 10 + 20 * seed  # 10 % then 30 % → rider
+        conf[rider, rider], conf[rider, person], conf[rider, -1] = 50, 25, 25  # 25 % → person (void counts)
+        row["confusion"] = conf.tolist()
+        return row
+
+    text = write_report(_fake_seed_runs(tiny_run, tmp_path, edit), tmp_path / "r.md").read_text()
+    table = text[text.index("Confusion between similar classes"):].splitlines()
+    header = table[2].split(" | ")
+    assert header[1:3] == ["person → rider", "rider → person"] and "sidewalk → road" in header
+    row = next(line for line in table if line.startswith("| source_only |")).split(" | ")
+    assert row[1] == "20.0" and row[2] == "25.0"  # (10 + 30) / 2; 25 / (50 + 25 + 25)
+    assert row[3].strip(" |") == "–"  # road never labelled
+
+
+def test_report_tables_mean_entropy_on_correct_and_wrong_pixels(tiny_run, tmp_path):
+    from udaseg.report import write_report
+
+    def edit(row, seed):
+        # 4 bins over [0, 2): centres 0.25, 0.75, 1.25, 1.75
+        row["entropy_histogram"] = {"max": 2.0, "bins": 4, "correct": [3, 1, 0, 0],
+                                    "wrong": [0, 0, 1, 1] if seed == 0 else [0, 0, 0, 2]}
+        return row
+
+    text = write_report(_fake_seed_runs(tiny_run, tmp_path, edit), tmp_path / "r.md").read_text()
+    table = text[text.index("Mean entropy (nats)"):].splitlines()
+    row = next(line for line in table if line.startswith("| source_only |")).strip(" |").split(" | ")
+    # all: seed 0 (0.75 + 0.75 + 1.25 + 1.75) / 6 = 0.75, seed 1 (0.75 + 0.75 + 3.5) / 6 = 0.8333
+    assert row[1] == f"{(0.75 + 5 / 6) / 2:.3f} ± {np.std([0.75, 5 / 6], ddof=1):.3f}"
+    assert row[2] == "0.375 ± 0.000"  # correct: (3·0.25 + 0.75) / 4 in both
+    assert row[3] == f"{(1.5 + 1.75) / 2:.3f} ± {np.std([1.5, 1.75], ddof=1):.3f}"
