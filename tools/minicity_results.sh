@@ -6,7 +6,8 @@
 # checkpoints — is copied to docs/results/runs/<benchmark>/<run>/ and committed: the report is
 # written from those records, so it can be regenerated (and extended run by run) on any machine.
 # Runs with a record are skipped and interrupted ones resumed, so the script can be stopped and
-# started again. Methods can be picked with ONLY="daformer hrda" (run names below), in that order.
+# started again. Methods can be picked with ONLY="daformer hrda" (run names below), in that order,
+# and benchmarks with BENCHES="minicity_gta2cs" (e.g. to split the runs over parallel jobs).
 # On 2 CPU cores a source-only run takes ~3 min, DAFormer ~6, HRDA ~8, HRDA+MIC ~11, TigDA ~18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,8 @@ RECIPES=(
   "daformer|daformer|minicity_synthia2cs minicity_cs2foggy|minicity_rcs method=daformer_minicity"
   "daformer+tigda|daformer+tigda|minicity_gta2cs minicity_synthia2cs|minicity_rcs minicity_tigda method=daformer_minicity"
   "daformer+ebda|daformer+ebda|minicity_cs2acdc minicity_cs2foggy|minicity_rcs minicity_ebda method=daformer_minicity"
+  # The two composed, on the benchmark where each helped alone.
+  "daformer+tigda+ebda|daformer+tigda+ebda|minicity_gta2cs minicity_cs2acdc|minicity_rcs minicity_tigda minicity_ebda method=daformer_minicity"
   # The DeepLab-v2 family (issue 6) on its CPU stand-in model; pipelines give one record per stage.
   # On SYNTHIA → Cityscapes the family trains 16-way, as DAF's protocol (mIoU16, mIoU13).
   "source_only_deeplab|source_only|minicity_gta2cs|method=source_only model=minicity_deeplab"
@@ -66,6 +69,7 @@ run_recipe() {  # name label benches args
   local name=$1 label=$2 benches=$3 args=$4 seed bench out record
   for seed in $SEEDS; do
     for bench in $benches; do
+      [[ -n "${BENCHES:-}" && " $BENCHES " != *" $bench "* ]] && continue
       out="$RUNS/$bench/${name}_s$seed"
       record="$RECORDS/$bench/${name}_s$seed"
       [[ -f "$record/eval.json" ]] && continue
