@@ -2,6 +2,7 @@
 pass inside ``grad_sync(False)`` and one outside; saves each rank's gradients after each pass.
 Not a test module itself."""
 
+import gc
 import sys
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def main(out_dir: str) -> None:
         method.backward(method.net("student")(2 * x).sum())
         synced = method.student.weight.grad.clone()
         torch.save({"local": local, "synced": synced}, Path(out_dir) / f"grads{dist.rank()}.pt")
+        # Release the DDP wrapper (its reducer holds the process group) before gloo goes: with it
+        # still alive at destroy_process_group, a loaded CI machine aborted twice at exit with
+        # 'terminate called without an active exception' (rank 0 once, rank 1 once).
+        del method
+        gc.collect()
         torch.distributed.barrier()  # no rank tears gloo down while its peer is still finishing
     finally:
         torch.distributed.destroy_process_group()

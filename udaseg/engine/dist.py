@@ -3,6 +3,7 @@ the same code runs under ``torchrun`` and in a plain process."""
 
 from __future__ import annotations
 
+import gc
 import os
 from datetime import timedelta
 
@@ -47,7 +48,10 @@ def init_from_env(device_type: str) -> bool:
 
 
 def destroy() -> None:
+    """Leave the process group. DDP wrappers caught in reference cycles are collected first: one
+    still holding the group while gloo shuts down can abort the process at exit."""
     if is_dist():
+        gc.collect()  # no barrier: this also runs when a rank fails, and its peers must not wait
         dist.destroy_process_group()
 
 
