@@ -48,6 +48,9 @@ class Group:
     model: str
     runs: list[Run] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)  # one eval row per run
+    # The row name in tables without a model column: the label, plus the model where the same
+    # label appears with another model on the same benchmark (source-only on two networks).
+    name: str = ""
 
     @property
     def seeds(self) -> list[int]:
@@ -131,6 +134,11 @@ def group_runs(runs: list[Run]) -> list[Group]:
             group = groups.setdefault(key, Group(*key))
             group.runs.append(run)
             group.results.append(row)
+    models: dict[tuple, set] = {}
+    for bench, _, label, model in groups:
+        models.setdefault((bench, label), set()).add(model)
+    for (bench, _, label, model), group in groups.items():
+        group.name = label if len(models[(bench, label)]) == 1 else f"{label} ({model})"
     for group in groups.values():
         seeds = group.seeds
         if len(set(seeds)) != len(seeds):
@@ -228,7 +236,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                   "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
         for g in bench_groups:
             vals = [g.class_mean(c) for c in classes]
-            lines.append(f"| {g.label} | " + " | ".join("–" if v is None else f"{v * 100:.1f}" for v in vals) + " |")
+            lines.append(f"| {g.name} | " + " | ".join("–" if v is None else f"{v * 100:.1f}" for v in vals) + " |")
         lines.append("")
         if len(eval_sets[bench]) > 1:
             lines += _per_set_table(bench, eval_sets[bench], by_bench, primary, bench_groups)
@@ -285,7 +293,7 @@ def _pseudo_label_precision_table(groups: list[Group], classes: list[str]) -> li
             run_means = [statistics.fmean(v) for v in ([row[c] for row in tail if row.get(c) is not None]
                                                        for tail in per_run) if v]
             vals.append(statistics.fmean(run_means) if run_means else None)
-        rows.append(f"| {g.label} | " + " | ".join("–" if v is None else f"{v * 100:.0f}" for v in vals) + " |")
+        rows.append(f"| {g.name} | " + " | ".join("–" if v is None else f"{v * 100:.0f}" for v in vals) + " |")
     if not rows:
         return []
     return ["Per-class precision (%) of the pseudo-labels over the last quarter of training (the share of "
@@ -312,7 +320,7 @@ def _similar_pairs_table(groups: list[Group], classes: list[str]) -> list[str]:
         for a, b in directed:
             shares = [m[index[a], index[b]] / m[index[a]].sum() for m in mats if m[index[a]].sum() > 0]
             cells.append(f"{statistics.fmean(shares) * 100:.1f}" if shares else "–")
-        rows.append(f"| {g.label} | " + " | ".join(cells) + " |")
+        rows.append(f"| {g.name} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     return ["Confusion between similar classes (% of the pixels labelled a that are predicted b, mean over seeds):", "",
@@ -341,7 +349,7 @@ def _entropy_table(groups: list[Group], eval_name: str) -> list[str]:
             vals = [r[k] for r in per_run if r[k] is not None]
             cells.append("–" if not vals else f"{statistics.fmean(vals):.3f}" + (
                 f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""))
-        rows.append(f"| {g.label} | " + " | ".join(cells) + " |")
+        rows.append(f"| {g.name} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     return [f"Mean entropy (nats) of the predictions on {eval_name}, mean ± std over seeds:", "",
@@ -350,12 +358,12 @@ def _entropy_table(groups: list[Group], eval_name: str) -> list[str]:
 
 def _per_set_table(bench: str, names: list[str], by_bench: dict, key: str, order: list[Group]) -> list[str]:
     """Methods × evaluation sets of one benchmark, the headline metric's mean ± std."""
-    cell = {(g.label, g.model, name): g for name in names for g in by_bench.get((bench, name), [])}
+    cell = {(g.name, g.model, name): g for name in names for g in by_bench.get((bench, name), [])}
     lines = [f"{key} (%) on every evaluation set of {bench}:", "",
              "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for g in order:
-        vals = [cell.get((g.label, g.model, name)) for name in names]
-        lines.append(f"| {g.label} | " + " | ".join("–" if v is None else _fmt(v.mean(key), v.std(key))
+        vals = [cell.get((g.name, g.model, name)) for name in names]
+        lines.append(f"| {g.name} | " + " | ".join("–" if v is None else _fmt(v.mean(key), v.std(key))
                                                    for v in vals) + " |")
     return lines + [""]
 
@@ -389,7 +397,7 @@ def _plot_per_class(groups: list[Group], classes: list[str], path: Path) -> Path
     x = np.arange(len(classes))
     for i, g in enumerate(groups):
         vals = [g.class_mean(c) for c in classes]
-        ax.bar(x + i * width, [0 if v is None else v * 100 for v in vals], width, label=g.label)
+        ax.bar(x + i * width, [0 if v is None else v * 100 for v in vals], width, label=g.name)
     ax.set_xticks(x + 0.4 - width / 2, classes, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
@@ -408,12 +416,12 @@ def _plot_curves(groups: list[Group], path: Path) -> Path | None:
             if train and loss_keys:
                 total = [sum(m.get(k, 0.0) for k in loss_keys) for m in train]
                 ax_loss.plot([m["iter"] for m in train], total, alpha=0.7, color=f"C{groups.index(g)}",
-                             label=g.label if i == 0 else None)
+                             label=g.name if i == 0 else None)
                 drawn = True
             evals = [m for m in run.metrics if m.get("eval") == g.eval_name and "mIoU" in m]
             if evals:
                 ax_miou.plot([m["iter"] for m in evals], [m["mIoU"] * 100 for m in evals], marker="o", ms=3,
-                             alpha=0.7, color=f"C{groups.index(g)}", label=g.label if i == 0 else None)
+                             alpha=0.7, color=f"C{groups.index(g)}", label=g.name if i == 0 else None)
     if not drawn:
         plt.close(fig)
         return None
@@ -438,8 +446,8 @@ def _plot_pseudo_labels(groups: list[Group], path: Path) -> Path | None:
     labelled: set[str] = set()
     for gi, g, run in series:
         rows = [m for m in run.metrics if "eval" not in m]
-        label = g.label if g.label not in labelled else None
-        labelled.add(g.label)
+        label = g.name if g.name not in labelled else None
+        labelled.add(g.name)
         for ax, key in ((ax_acc, "pl_acc"), (ax_w, "pseudo_weight")):
             pts = [(m["iter"], m[key]) for m in rows if m.get(key) is not None]
             if pts:
@@ -461,7 +469,7 @@ def _plot_entropy(groups: list[Group], path: Path) -> Path | None:
         if rows:
             correct = np.sum([r["correct"] for r in rows], axis=0).astype(np.float64)
             wrong = np.sum([r["wrong"] for r in rows], axis=0).astype(np.float64)
-            hists.append((gi, g.label, rows[0]["max"], correct, wrong))
+            hists.append((gi, g.name, rows[0]["max"], correct, wrong))
     if not hists:
         return None
     plt = _plt()
@@ -483,7 +491,7 @@ def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Pat
     for g in groups:
         conf = [np.asarray(row["confusion"], dtype=np.float64) for row in g.results if row.get("confusion")]
         if conf:
-            mats.append((g.label, sum(conf)))
+            mats.append((g.name, sum(conf)))
     if not mats:
         return None
     plt = _plt()

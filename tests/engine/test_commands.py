@@ -223,6 +223,10 @@ def test_gap_closed_uses_the_source_only_and_oracle_of_the_same_model(tiny_run, 
     text = write_report(runs, tmp_path / "r.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| advent |"))
     assert row.endswith("| 25% |")  # deeplab's own pair: (25−20)/(40−20)
+    # Tables without a model column name the model where a label appears with two of them.
+    per_class = text[text.index("Per-class IoU"):].splitlines()
+    names = [line.split(" | ")[0].lstrip("| ") for line in per_class[4:10] if line.startswith("| ")]
+    assert names == ["source_only (cnn)", "source_only (deeplab)", "advent", "oracle (cnn)", "oracle (deeplab)"]
 
 
 def test_runs_in_another_label_space_get_their_own_table(tiny_run, tmp_path):
