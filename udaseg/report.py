@@ -380,7 +380,7 @@ def _plt():
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a legend placed outside the axes stays in
     plt.close(fig)
     return path
 
@@ -395,13 +395,18 @@ def _plot_per_class(groups: list[Group], classes: list[str], path: Path) -> Path
     fig, ax = plt.subplots(figsize=(max(8, len(classes) * 0.7), 3.6))
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(classes))
+    # Beyond the default cycle's 10 colours, 20 distinct ones (no two rows share a colour).
+    colours = plt.get_cmap("tab20").colors if len(groups) > 10 else [f"C{i}" for i in range(10)]
     for i, g in enumerate(groups):
         vals = [g.class_mean(c) for c in classes]
-        ax.bar(x + i * width, [0 if v is None else v * 100 for v in vals], width, label=g.name)
+        ax.bar(x + i * width, [0 if v is None else v * 100 for v in vals], width, label=g.name,
+               color=colours[i % len(colours)])
     ax.set_xticks(x + 0.4 - width / 2, classes, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
-    _legend(ax, fontsize=7, ncol=min(len(groups), 4))
+    # Below the axes: over them it hides the bars of the frequent classes.
+    _legend(ax, fontsize=7, ncol=min(len(groups), 5), loc="upper center", bbox_to_anchor=(0.5, -0.45),
+            frameon=False)
     return _save(plt, fig, path)
 
 
