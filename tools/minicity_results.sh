@@ -57,6 +57,7 @@ RECIPES=(
   "source_only_proda|source_only|minicity_gta2cs|method=source_only model=minicity_deeplab_proda benchmark.batch_size=2 iters=400"
   "source_only_proda|source_only|minicity_synthia2cs|method=source_only model=minicity_deeplab_proda benchmark.batch_size=2 iters=400 benchmark.label_space=synthia16"
   "diga_warmup_photometric|diga_warmup_photometric|minicity_gta2cs|method=diga model=minicity_deeplab_proda method.styling=none benchmark.batch_size=2 iters=400"
+  "diga_warmup_photometric|diga_warmup_photometric|minicity_synthia2cs|method=diga_synthia model=minicity_deeplab_proda method.styling=none method.ohem_min_kept=10000 benchmark.batch_size=2 iters=400 benchmark.label_space=synthia16"
   "diga|diga|minicity_gta2cs|minicity_diga"
   "diga_fda|diga_fda|minicity_gta2cs|minicity_diga_fda"
   "diga_synthia|diga_fda|minicity_synthia2cs|minicity_diga_synthia"
