@@ -358,11 +358,11 @@ def _entropy_table(groups: list[Group], eval_name: str) -> list[str]:
 
 def _per_set_table(bench: str, names: list[str], by_bench: dict, key: str, order: list[Group]) -> list[str]:
     """Methods × evaluation sets of one benchmark, the headline metric's mean ± std."""
-    cell = {(g.name, g.model, name): g for name in names for g in by_bench.get((bench, name), [])}
+    cell = {(g.label, g.model, name): g for name in names for g in by_bench.get((bench, name), [])}
     lines = [f"{key} (%) on every evaluation set of {bench}:", "",
              "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for g in order:
-        vals = [cell.get((g.name, g.model, name)) for name in names]
+        vals = [cell.get((g.label, g.model, name)) for name in names]
         lines.append(f"| {g.name} | " + " | ".join("–" if v is None else _fmt(v.mean(key), v.std(key))
                                                    for v in vals) + " |")
     return lines + [""]
