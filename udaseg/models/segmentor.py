@@ -14,6 +14,7 @@
                   57.12, 57.375)                                  (DAFormer §1.5)
   ``caffe_bgr``   channels → BGR, x − (104.008, 116.669,          DeepLab-v2 ResNet (ADVENT, BAFFT,
                   122.679) (BGR order), no std                    DAF: §A.3, §B.3.1)
+  ``inception``   RGB, (x − 127.5) / 127.5 (input in [−1, 1])     TF-trained nets: EfficientNet-Lite0
   ==============  ============================================  =====================================
 
   ``caffe_bgr128`` is ``caffe_bgr`` divided by 128 (input ≈ [−1, 1]), DiGA's (diga.md §3.3).
@@ -52,6 +53,8 @@ NORMALIZATIONS: dict[str, Normalization] = {
     "caffe_bgr": Normalization((104.008, 116.669, 122.679), (1.0, 1.0, 1.0), bgr=True),
     # DiGA / TridentAdapt (spec diga.md §3.3): the Caffe BGR mean, then ÷128 (input ≈ [−1, 1]).
     "caffe_bgr128": Normalization((104.008, 116.669, 122.679), (128.0, 128.0, 128.0), bgr=True),
+    # TensorFlow's Inception preprocessing (timm: mean = std = 0.5), e.g. the TF-Lite EfficientNet-Lite.
+    "inception": Normalization((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), bgr=False),
 }
 
 
