@@ -56,6 +56,36 @@ def test_feature_distance_runs_against_the_initial_backbone(tmp_path, tiny_train
     assert any(k.startswith("imnet_backbone.") for k in state)
 
 
+LITE0_TINY = ["model=minicity_lite0", "model.head_options={embed_dim: 16}", "schedule=minicity_finetune"]
+
+
+def _lite0(args: list[str]) -> list[str]:
+    """The tiny training arguments with the pretrained Lite0 preset (small head) for the CNN."""
+    return [a for a in args if not a.startswith("model")] + LITE0_TINY
+
+
+def test_feature_distance_model_holds_the_imagenet_weights_when_the_student_starts_from_a_run(tmp_path, tiny_train_args):
+    """With model.init_from (the demo's DAFormer starts from its source-only run) the frozen model
+    is rebuilt from model.pretrained: the reference's ImageNet model, not the run's backbone."""
+    from omegaconf import OmegaConf
+
+    from udaseg.methods.daformer import imagenet_backbone
+    from udaseg.models import create_model
+
+    source = tmp_path / "so"
+    trainer.train(config_lib.compose(_lite0(tiny_train_args("source_only", iters=2)) + ["schedule.lr=1e-2"]),
+                  source, progress=False)
+    cfg = config_lib.compose(_lite0(tiny_train_args("daformer_minicity", iters=2)) + [f"model.init_from={source}"])
+    student = create_model(cfg.model, num_classes=19)
+    imnet = imagenet_backbone(cfg.model, student, 19).state_dict()
+    pretrained = create_model({**OmegaConf.to_container(cfg.model), "init_from": None}, num_classes=19).backbone.state_dict()
+    key = "body.conv_stem.weight"
+    assert torch.equal(imnet[key], pretrained[key])
+    assert not torch.equal(imnet[key], student.backbone.state_dict()[key])  # the run trained it away
+    no_init = config_lib.compose(_lite0(tiny_train_args("daformer_minicity", iters=2)))
+    assert torch.equal(imagenet_backbone(no_init.model, student, 19).state_dict()[key], student.backbone.state_dict()[key])
+
+
 TIGDA_EBDA = {"method.tigda": "true", "method.tigda_embed_dim": 16, "method.tigda_n_ctx": 4,
               "method.tigda_image_vector": "pool", "method.ebda": "true"}
 

@@ -152,6 +152,23 @@ class DAFormerConfig(MethodConfig):
     tigda_tau: float = 0.07
 
 
+def imagenet_backbone(model_cfg, student, num_classes: int):
+    """DAFormer's frozen "ImageNet model" for the feature distance: the backbone holding its
+    pretrained weights, as the reference builds it from the model config. When the student starts
+    from another run (``model.init_from``: the demo's source-only model, a released checkpoint) its
+    backbone no longer holds them, so a fresh backbone is built from ``model.pretrained``;
+    otherwise it is a copy of the student's backbone as initialised (random init included)."""
+    from omegaconf import OmegaConf
+
+    from udaseg.models import create_model
+
+    plain = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
+    if plain.get("init_from") and plain.get("pretrained"):
+        plain.update(init_from=None, hrda=None, depth=None)
+        return create_model(plain, num_classes=num_classes).backbone
+    return copy.deepcopy(student.backbone)
+
+
 @register_method("daformer")
 class DAFormer(Method):
     Config = DAFormerConfig
@@ -178,8 +195,7 @@ class DAFormer(Method):
         self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
         self.imnet_backbone = None
         if cfg.fd_lambda > 0:
-            # The frozen "ImageNet model": the student's backbone as initialised (pretrained weights).
-            self.imnet_backbone = copy.deepcopy(self.student.backbone).eval()
+            self.imnet_backbone = imagenet_backbone(ctx.model_cfg, self.student, ctx.num_classes).eval()
             for p in self.imnet_backbone.parameters():
                 p.requires_grad_(False)
         self.entropy_target = (DynamicEntropyTarget(None if cfg.ebda_target_init == "first_batch" else cfg.ebda_target,
