@@ -87,14 +87,14 @@ PRESETS: dict[str, list[BenchEntry]] = {
 # same model and batch (`udaseg bench --preset family`); pipelines are timed at their first stage
 # (BAFFT step 1, DAF, DiGA's warm-up), plus BAFFT's step 2 (synthetic pseudo-labels).
 _SYN16 = ("minicity_cpu", "benchmark=minicity_synthia2cs", "benchmark.label_space=synthia16")
-_PRODA = ("minicity_cpu", "benchmark=minicity_gta2cs", "model=minicity_deeplab_proda", "benchmark.batch_size=2")
+_PRODA = ("minicity_cpu", "benchmark=minicity_gta2cs", "model=minicity_lite0_deeplab_proda", "benchmark.batch_size=2")
 PRESETS["family"] = [
-    BenchEntry((*_MINICITY, "method=source_only", "model=minicity_deeplab")),
+    BenchEntry((*_MINICITY, "method=source_only", "model=minicity_lite0_deeplab")),
     BenchEntry((*_MINICITY, "minicity_advent")),
     BenchEntry((*_MINICITY, "minicity_advent", "method.multi_level=true", "method.label=advent(multi-level)")),
     BenchEntry((*_MINICITY, "minicity_bafft", "method.label=bafft_step1")),
     BenchEntry((*_MINICITY, "minicity_bafft", "method.step=2", "method.label=bafft_step2")),
-    BenchEntry((*_SYN16, "method=source_only", "model=minicity_deeplab_daf", "benchmark.source.options={depth: true}")),
+    BenchEntry((*_SYN16, "method=source_only", "model=minicity_lite0_deeplab_daf", "benchmark.source.options={depth: true}")),
     BenchEntry((*_SYN16, "minicity_daf")),
     BenchEntry((*_PRODA, "method=source_only")),
     BenchEntry((*_PRODA, "method=diga", "method.styling=fda", "method.label=diga_warmup(fda)")),

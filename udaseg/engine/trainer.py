@@ -6,13 +6,14 @@
 What happens, in order:
 
 1. **Set-up.** Join the process group if torchrun launched us; pick the device; seed this rank
-   (ranks are seeded apart); write ``config.yaml`` and ``env.json`` (rank 0).
+   (ranks are seeded apart); write ``config.yaml`` (rank 0).
 2. **Data.** The labelled stream (the benchmark's source — or its target for the oracle) and, when
    the method uses it, the unlabelled target stream. Both are *stateless*: sample k of a stream is
    a pure function of (seed, stream, k), and iteration t on rank r with batch slot b reads sample
    k = (t·world + r)·B + b. Ranks therefore see different data, and resuming at iteration t needs
    no sampler state. Target labels are removed from the target batch before the method sees it.
-3. **Method.** ``create_method`` builds the networks and optimizers; trainable networks are
+3. **Method.** ``create_method`` builds the networks and optimizers; ``env.json`` (rank 0) then
+   records the versions, the machine and the file the pretrained weights came from; trainable networks are
    wrapped in DDP (teachers and frozen models never are). On ``--resume`` everything is restored
    from ``checkpoints/last.pt``: networks, optimizers, grad scaler, method state, RNG states and
    the iteration.
@@ -419,7 +420,6 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
     val_sets = [(spec, build_dataset(spec, cfg.data_root, label_space)) for spec in cfg.benchmark.val]
     if dist.is_main():
         (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
-        (run_dir / "env.json").write_text(json.dumps(environment(cfg, device), indent=2))
 
     # 3. Method (and its state when resuming).
     from udaseg.engine.checkpoint import load_input
@@ -428,6 +428,10 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
                         label_space=get_label_space(label_space), device=device, precision=cfg.precision,
                         inputs={name: load_input(spec, f"inputs.{name}") for name, spec in cfg.inputs.items()})
     method = create_method(cfg.method, ctx).to(device)
+    if dist.is_main():
+        env = environment(cfg, device)
+        env["pretrained_weights"] = getattr(getattr(method, "student", None), "pretrained_weights", None)
+        (run_dir / "env.json").write_text(json.dumps(env, indent=2))
     start_iter, elapsed_before, best = 0, 0.0, None
     # Rank 0 decides whether there is a checkpoint; every rank then reads it, so under several
     # nodes the run directory must be on a filesystem they share (a clear error otherwise).

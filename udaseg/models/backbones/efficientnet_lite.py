@@ -252,7 +252,7 @@ class EfficientNetLite0(Backbone):
         log.info("backbone efficientnet_lite0 (%s padding): loaded %d tensors from %s (%s layout%s); "
                  "classifier head (%s, %d tensors) not used", self.padding, len(features), path, layout,
                  f", prefix {prefix!r} stripped" if prefix else "", "/".join(CLASSIFIER_HEAD), len(head))
-        return {"prefix": prefix, "loaded": len(features), "missing": [], "unexpected": head}
+        return {"prefix": prefix, "loaded": len(features), "missing": [], "unexpected": head, "file": str(path)}
 
 
 @BACKBONES.register("efficientnet_lite0")
