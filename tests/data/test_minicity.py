@@ -298,3 +298,70 @@ def test_cli_reports_the_summary(minicity_small, capsys):
                  "--scale", "small", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "MiniCity" in out and "cityscapes" in out and "nothing regenerated" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator 1.1: thin classes are modelled so that they are resolvable at MiniCity's resolution
+# (docs/minicity_generator.md). One object at a time, in front of the Cityscapes domain's camera
+# (1.2 m up, level, f = 1.1·W at 256×512).
+def _alone(add, seed: int):
+    from udaseg.data.minicity.render import render
+    from udaseg.data.minicity.scene import Camera, GroundLayout, SceneBuilder
+
+    builder = SceneBuilder(np.random.default_rng(seed))
+    add(builder)
+    camera = Camera.looking(256, 512, 1.1 * 512, 256, 128, (0.0, 1.2, 0.0), 0.0, 0.0, 0.0)
+    ground = GroundLayout(5.0, 0.13, (0.0, 0.0), (3.0, 3.0), (np.array([-30.0]), np.array([-30.0])),
+                          (np.array([2], np.uint8), np.array([2], np.uint8)))
+    scene = builder.build(camera, ground, np.array([0.0, 1.0, 0.0]), "cityscapes")
+    return scene, render(scene).label_ids()
+
+
+def test_traffic_lights_at_25_m_cover_hundreds_of_pixels_backplate_included():
+    from udaseg.data.minicity import objects
+    from udaseg.data.minicity.scene import ID, Material
+
+    with_board, without = [], []
+    for seed in range(24):
+        scene, ids = _alone(lambda b: objects.add_traffic_light(b, 1.0, 25.0, 0.13, -1, overhead=False), seed)
+        area = int((ids == ID["traffic light"]).sum())
+        (with_board if (scene.material == Material.SIGNAL_BOARD).any() else without).append(area)
+        boards = scene.label[scene.material == Material.SIGNAL_BOARD]
+        assert (boards == ID["traffic light"]).all()  # Cityscapes labels the backboard as the light
+    # A three-lamp housing is ≥ 0.32 × 0.9 m (≥ 140 px at 25 m); generator 1.0's was ~100 px.
+    assert min(with_board + without) >= 140
+    assert with_board and without and np.median(with_board) > 1.5 * np.median(without)
+    assert np.median(with_board + without) >= 300
+
+
+@pytest.mark.parametrize("motorcycle", [False, True])
+def test_a_ridden_two_wheeler_seen_from_behind_is_one_piece(motorcycle):
+    from udaseg.data.minicity import objects
+    from udaseg.data.minicity.scene import ID
+
+    label_id = ID["motorcycle"] if motorcycle else ID["bicycle"]
+    for seed in range(12):
+        _, ids = _alone(lambda b: objects.add_two_wheeler(b, (0.0, 12.0), 0, 0.0, 1.0, motorcycle, ridden=True),
+                        seed)
+        mask = (ids == label_id).astype(np.uint8)
+        assert (ids == ID["rider"]).sum() > 500
+        # Wheel, frame, rack, pedals (body, tail) show around the rider, and the rider's hands hide
+        # the handlebar's ends: one piece, not a few pixels of tyre plus slivers as in generator 1.0
+        # (a bicycle there: ~120 px in three pieces; a motorcycle: three pieces).
+        assert mask.sum() >= (600 if motorcycle else 200), seed
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        assert stats[1:, cv2.CC_STAT_AREA].max() >= (1.0 if motorcycle else 0.9) * mask.sum(), seed
+
+
+def test_a_minicity_of_another_generator_version_is_not_reused(minicity_small, tmp_path):
+    from udaseg.data.minicity import GENERATOR_VERSION
+
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((minicity_small / "minicity.json").read_text())
+    assert manifest["version"] == GENERATOR_VERSION != "1.0"
+    manifest["version"] = "1.0"
+    (old / "minicity.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"other parameters \(version=1\.0.*generator 1\.0.*regenerate it"):
+        generate(old, size=SIZE, seed=0, scale="small", progress=False)
+    assert json.loads((old / "minicity.json").read_text())["version"] == "1.0"  # left as it was

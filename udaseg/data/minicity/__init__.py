@@ -40,7 +40,7 @@ import numpy as np
 
 from udaseg.errors import DataError
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 MANIFEST = "minicity.json"
 
 __all__ = ["GENERATOR_VERSION", "MiniCitySummary", "generate", "read_manifest"]
@@ -172,8 +172,12 @@ def _existing(out: Path, parameters: dict) -> MiniCitySummary | None:
     found = {k: manifest.get(k) for k in parameters}
     if found != parameters or not manifest.get("complete"):
         described = ", ".join(f"{k}={v}" for k, v in found.items())
+        stale = ""
+        if found["version"] != parameters["version"]:  # never reused: another version's data differ
+            stale = (f" It was made by MiniCity generator {found['version']}, whose scenes differ from this "
+                     f"generator's ({GENERATOR_VERSION}, see docs/minicity_generator.md): regenerate it.")
         raise DataError(f"{out} holds a MiniCity generated with other parameters ({described}); "
-                        f"requested {', '.join(f'{k}={v}' for k, v in parameters.items())}. "
+                        f"requested {', '.join(f'{k}={v}' for k, v in parameters.items())}.{stale} "
                         "Remove it or choose another output folder")
     sizes = {d: tuple(s) for d, s in manifest["sizes"].items()}
     return MiniCitySummary(out, manifest["seed"], manifest["scale"], tuple(manifest["size"]), sizes,

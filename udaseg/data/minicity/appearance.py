@@ -82,7 +82,8 @@ _GTA = {
     M.FACADE: ((192, 160, 122), (172, 104, 80), (208, 200, 178), (128, 138, 160), (166, 166, 160), (214, 186, 144)),
     M.WALL: ((198, 188, 168), (174, 166, 156)), M.FENCE: ((130, 108, 82), (150, 150, 150)),
     M.GUARD_RAIL: ((180, 180, 180),), M.POLE: ((104, 106, 114),), M.LAMP: ((210, 210, 196),),
-    M.TRAFFIC_LIGHT: ((52, 60, 36),), M.SIGN: ((28, 84, 204), (214, 38, 38), (238, 238, 238), (236, 200, 36)),
+    M.TRAFFIC_LIGHT: ((52, 60, 36),), M.SIGNAL_BOARD: ((34, 38, 28),),
+    M.SIGN: ((28, 84, 204), (214, 38, 38), (238, 238, 238), (236, 200, 36)),
     M.TRUNK: ((104, 78, 52),), M.FOLIAGE: ((56, 124, 40), (72, 136, 44)), M.HEDGE: ((52, 114, 40),),
     M.STATIC: ((92, 92, 98), (146, 112, 78), (58, 104, 58)),
     M.SKIN: ((228, 182, 140), (176, 122, 84), (112, 76, 54)), M.HAIR: ((44, 32, 24), (116, 82, 44), (22, 22, 22)),
@@ -103,7 +104,8 @@ _SYNTHIA = {
     M.FACADE: ((214, 204, 188), (194, 172, 150), (160, 152, 144), (204, 192, 204), (176, 190, 200)),
     M.WALL: ((196, 196, 190), (170, 160, 150)), M.FENCE: ((110, 120, 130), (170, 150, 120)),
     M.GUARD_RAIL: ((190, 190, 190),), M.POLE: ((130, 134, 140),), M.LAMP: ((220, 220, 220),),
-    M.TRAFFIC_LIGHT: ((70, 70, 74),), M.SIGN: ((60, 110, 200), (220, 80, 80), (240, 240, 240)),
+    M.TRAFFIC_LIGHT: ((70, 70, 74),), M.SIGNAL_BOARD: ((52, 52, 56),),
+    M.SIGN: ((60, 110, 200), (220, 80, 80), (240, 240, 240)),
     M.TRUNK: ((120, 100, 80),), M.FOLIAGE: ((90, 128, 64), (104, 138, 70)), M.HEDGE: ((88, 124, 62),),
     M.STATIC: ((120, 120, 126), (170, 140, 110)),
     M.SKIN: ((236, 196, 164), (190, 140, 104)), M.HAIR: ((70, 56, 44), (150, 120, 80)),
@@ -125,7 +127,8 @@ _REAL = {
     M.FACADE: ((160, 150, 134), (132, 120, 108), (184, 178, 166), (142, 96, 80), (118, 122, 128), (170, 158, 126)),
     M.WALL: ((138, 134, 128), (118, 108, 98), (150, 140, 120)), M.FENCE: ((88, 94, 90), (118, 108, 88), (70, 74, 78)),
     M.GUARD_RAIL: ((160, 162, 160),), M.POLE: ((86, 88, 90), (110, 112, 110)), M.LAMP: ((150, 150, 145),),
-    M.TRAFFIC_LIGHT: ((32, 33, 34),), M.SIGN: ((230, 230, 226), (40, 80, 160), (236, 196, 40)),
+    M.TRAFFIC_LIGHT: ((32, 33, 34),), M.SIGNAL_BOARD: ((22, 22, 24), (34, 34, 34)),
+    M.SIGN: ((230, 230, 226), (40, 80, 160), (236, 196, 40)),
     M.TRUNK: ((70, 62, 52),), M.FOLIAGE: ((66, 98, 44), (78, 106, 50), (60, 88, 44)), M.HEDGE: ((62, 92, 42),),
     M.STATIC: ((90, 92, 94), (60, 80, 60), (130, 120, 100)),
     M.SKIN: ((208, 164, 134), (156, 110, 82), (96, 66, 50)), M.HAIR: ((40, 32, 26), (96, 74, 50), (150, 130, 100)),
@@ -383,8 +386,11 @@ def _simulator_details(r, image, materials, points, look) -> None:
         image[ground] *= (1 + look.ground_variation * variation)[:, None]
     mask = materials == M.TRAFFIC_LIGHT
     if mask.any():
-        rel = _box_relative(r.scene, r.prim[mask], points[:, mask])
-        lamp = (np.abs(rel[0] - 0.5) < 0.3) & (np.abs(rel[1] - 0.82) < 0.1)
+        prim = r.prim[mask]
+        rel = _box_relative(r.scene, prim, points[:, mask])
+        front = r.face[mask] == _lamp_face(r.scene, prim)
+        across = np.where(r.face[mask] // 2 == 0, rel[2], rel[0])
+        lamp = front & (np.abs(across - 0.5) < 0.3) & (np.abs(rel[1] - 0.82) < 0.1)
         sub = image[mask]
         sub[lamp] = (0.9, 0.25, 0.15) if look.name == "gta" else (0.9, 0.6, 0.3)
         image[mask] = sub
@@ -602,17 +608,37 @@ def _vehicle_body(s: _Surface, material) -> None:
 _LAMP_COLOURS = np.array([[0.2, 1.0, 0.45], [1.0, 0.7, 0.1], [1.0, 0.12, 0.08]], dtype=np.float32)
 
 
+def _lamp_face(scene, prim: np.ndarray) -> np.ndarray:
+    """The box face a signal head's lamps are on: the one its object's heading points to."""
+    headings = np.array([o.heading for o in scene.objects] + [1], dtype=np.int8)
+    return _HEADING_FACE[headings[scene.object_index[prim]]]
+
+
+_HEADING_FACE = np.array([5, 4, 1, 0], dtype=np.int8)  # heading +z, −z, +x, −x → face code
+
+
 def _traffic_light(s: _Surface, material) -> None:
-    """Dark housing with three lamps on the face towards the camera, one of them lit."""
+    """Dark housing with three lamps on the face its head faces, one of them lit."""
     rel = s.relative()
     row = np.clip(np.floor(rel[1] * 3), 0, 2)
-    lamp = (s.face == 4) & ((rel[0] - 0.5) ** 2 * 4 + (rel[1] * 3 - row - 0.5) ** 2 * 4 < 0.5)
+    across = np.where(s.face // 2 == 0, rel[2], rel[0])
+    front = s.face == _lamp_face(s.r.scene, s.prim)
+    lamp = front & ((across - 0.5) ** 2 * 4 + (rel[1] * 3 - row - 0.5) ** 2 * 4 < 0.5)
     state = np.floor(_object_tints(s.r)[s.objects(), 3] * 3)
     lit = lamp & (row == state)
     s.rgb[lamp] = 0.08
     s.rgb[lit] = _LAMP_COLOURS[row[lit].astype(int)]
     if s.emission is not None:
         s.emission[lit] = _LAMP_COLOURS[row[lit].astype(int)]
+
+
+def _signal_board(s: _Surface, material) -> None:
+    """A traffic light's backplate: matt black, some with a light border on the front."""
+    rel = s.relative()
+    across = np.where(s.face // 2 == 0, rel[2], rel[0])
+    edge = np.minimum(np.minimum(across, 1 - across), np.minimum(rel[1], 1 - rel[1])) < 0.06
+    bordered = _object_tints(s.r)[s.objects(), 2] > 0.5
+    s.rgb[edge & bordered & (s.face == _lamp_face(s.r.scene, s.prim))] = 0.75
 
 
 def _sign(s: _Surface, material) -> None:
@@ -640,7 +666,7 @@ _TEXTURES = {
     M.TERRAIN: _grass, M.BARE_GROUND: _grass, M.FACADE: _facade, M.WALL: _wall, M.FENCE: _fence,
     M.FOLIAGE: _leaves, M.HEDGE: _leaves, M.TRUNK: _bark, M.GLASS: _glass, M.WHEEL: _tyre,
     M.CAR_BODY: _vehicle_body, M.BUS_BODY: _vehicle_body, M.TRAM_BODY: _vehicle_body, M.CARGO: _vehicle_body,
-    M.TRAFFIC_LIGHT: _traffic_light, M.SIGN: _sign, M.LAMP: _lamp,
+    M.TRAFFIC_LIGHT: _traffic_light, M.SIGNAL_BOARD: _signal_board, M.SIGN: _sign, M.LAMP: _lamp,
     **{m: _fine_noise for m in (M.TOP, M.TROUSERS, M.SKIN, M.HAIR, M.HELMET, M.POLE, M.STATIC, M.BIKE_FRAME,
                                 M.MOTO_BODY)},
 }

@@ -17,11 +17,15 @@ The numbers are loosely modelled on the real datasets:
   are visible and labelled void.
 * ACDC: the same kind of "real" streets filmed with a GoPro behind the windscreen (f ≈ 0.75·W) in
   Zürich-like cities (more trams and trees), under fog, night, rain or snow.
+
+The table below holds the generator 1.0 values; generator 1.1 multiplies the frequencies of the
+rare vehicles and of riders by :data:`LEARNABILITY_FACTORS`, the same factor in every domain, so
+that every class is learnable while the differences between the domains stay as they were.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,9 @@ class LayoutStats:
     side_street_prob: float  # per frame: an intersection with a side street
     persons_per_10m: float  # on each sidewalk
     crossing_persons_prob: float  # persons on a zebra crossing at an intersection
-    riders_per_frame: tuple[int, int]
+    riders_per_frame: tuple[float, float]  # n = floor(uniform(lo, hi + 1)): integers lo..hi at factor 1
     motorcycle_share: float  # of riders
-    moving_cars_per_lane_100m: float
+    moving_cars_per_lane_100m: float  # moving vehicles (cars, trucks, buses) per lane and 100 m
     parked_car_prob: float  # per parking slot (≈ 6 m) along the curb
     truck_share: float  # of moving vehicles
     bus_share: float
@@ -174,6 +178,38 @@ DOMAINS: dict[str, DomainSpec] = {
         ),
     ),
 }
+
+
+# Generator 1.1: rare classes made learnable (docs/minicity_generator.md). The 1.0 statistics above
+# are multiplied by the same factor in every domain, so all domains change alike and the
+# differences between them (camera, layout statistics, class frequencies relative to each other)
+# stay as they were; a zero stays zero (SYNTHIA has no trucks or trains, like the real one).
+# ``riders_per_frame`` scales both ends of its range, hence the mean number of riders per frame.
+LEARNABILITY_FACTORS: dict[str, float] = {
+    "truck_share": 1.8,
+    "bus_share": 2.2,
+    "train_prob": 3.0,
+    "riders_per_frame": 1.25,
+}
+
+
+def _learnable(layout: LayoutStats, factors: dict[str, float]) -> LayoutStats:
+    """``layout`` with ``factors`` applied. The extra trucks and buses join the traffic rather than
+    replace cars: the moving vehicles per lane grow so that the cars per lane stay as they were."""
+    def scale(value, factor):
+        return tuple(v * factor for v in value) if isinstance(value, tuple) else value * factor
+
+    scaled = replace(layout, **{name: scale(getattr(layout, name), f) for name, f in factors.items()})
+
+    def car_share(lay: LayoutStats) -> float:
+        return 1.0 - (lay.truck_share if lay.trucks else 0.0) - lay.bus_share
+
+    return replace(scaled, moving_cars_per_lane_100m=layout.moving_cars_per_lane_100m * car_share(layout)
+                   / car_share(scaled))
+
+
+DOMAINS = {name: replace(spec, layout=_learnable(spec.layout, LEARNABILITY_FACTORS))
+           for name, spec in DOMAINS.items()}
 
 
 def domain_image_size(domain: str, cityscapes_size: tuple[int, int]) -> tuple[int, int]:

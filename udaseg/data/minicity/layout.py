@@ -6,6 +6,14 @@ camera, the ground marks, then what stands on it: buildings and front yards, tre
 traffic lights, bins and parked bicycles, persons on sidewalks and crossings, vehicles in lanes,
 parking strips and cross traffic, riders. Road users get a ground footprint and are only placed
 where they do not overlap one already there.
+
+Placement rules are the same for every domain (only the statistics they read differ). Since
+generator 1.1 they also make the thin and rare classes learnable at MiniCity's resolution: an
+intersection gets one set of signals (before it on both curbs, on the far corner), signalled
+crossings have lights on both curbs; walls also close courtyards between houses, carry fences,
+retain park lawns and front plots seen head-on in side streets and at the far T junction;
+riders ride within 35 m ahead; some parked two-wheelers stand by the curb, and free parking
+slots now and then hold motorcycles.
 """
 
 from __future__ import annotations
@@ -195,7 +203,7 @@ def _ground_layout(rng, lay: LayoutStats, street: _Street) -> GroundLayout:
         lane_lines += [(sign * (street.lanes_half - 0.2), 0.13, False) for sign in (-1, 1)]
     crosswalks = [(z0 - 4.0, z0 - 1.0) for side, z0, _, _ in street.side_streets
                   if side == 1 and z0 > 3 and rng.random() < 0.7]
-    if not crosswalks and rng.random() < 0.15:
+    if not crosswalks and rng.random() < 0.3:
         zc = rng.uniform(10, 40)
         crosswalks.append((zc, zc + 3.0))
     parking_bays = []
@@ -235,20 +243,23 @@ def _add_buildings(b: SceneBuilder, lay: LayoutStats, street: _Street) -> None:
                 offset = rng.uniform(0.0, 0.6) if rng.random() < 0.4 else 0.0
                 _house(b, sg, facade + offset, facade + offset + rng.uniform(12.0, 30.0), z, z_end, height)
                 z = z_end
+                if lot.setback == 0 and lot.z1 - z > 7.0 and rng.random() < lay.wall_prob:
+                    gap = rng.uniform(3.0, 7.0)  # a courtyard between two houses, closed by a wall
+                    _courtyard(b, lay, sg, facade, z, z + gap, curb)
+                    z += gap
             if lot.setback > 0:
                 _front_yard(b, lay, sg, street.yard(side), facade, lot, curb)
-            elif rng.random() < lay.wall_prob * 0.15:  # a wall in a gap between houses
-                wall = b.new_object("wall", ID["wall"])
-                zc = rng.uniform(lot.z0, lot.z1)
-                b.box(wall, ID["wall"], Material.WALL, (min(sg * (facade - 0.3), sg * facade), curb, zc - 3),
-                      (max(sg * (facade - 0.3), sg * facade), curb + rng.uniform(2.0, 3.5), zc + 3))
-    if street.far_end is not None:  # the facades closing the street
+    if street.far_end is not None:  # the facades closing the street; some plots walled, built further back
         x = -90.0
         while x < 90.0:
             w = rng.uniform(8.0, 25.0)
+            z = street.far_end + rng.uniform(0, 1.0)
+            if rng.random() < lay.wall_prob * 0.5:
+                _wall(b, x, x + w, z, z + 0.4, 0.0, rng.uniform(2.0, 3.5))
+                z += rng.uniform(8.0, 20.0)
             house = b.new_object("building", ID["building"])
-            b.box(house, ID["building"], Material.FACADE, (x, 0.0, street.far_end + rng.uniform(0, 1.0)),
-                  (x + w, rng.uniform(*lay.building_height_m), street.far_end + 25.0))
+            b.box(house, ID["building"], Material.FACADE, (x, 0.0, z), (x + w, rng.uniform(*lay.building_height_m),
+                                                                       street.far_end + 45.0))
             x += w
 
 
@@ -259,20 +270,36 @@ def _house(b: SceneBuilder, sg: float, x_in: float, x_out: float, z0: float, z1:
           (max(sg * x_in, sg * x_out), height, z1))
 
 
+def _wall(b: SceneBuilder, x0: float, x1: float, z0: float, z1: float, y0: float, y1: float) -> None:
+    """A wall: a box between two ground corners (any order)."""
+    wall = b.new_object("wall", ID["wall"])
+    b.box(wall, ID["wall"], Material.WALL, (min(x0, x1), y0, min(z0, z1)), (max(x0, x1), y1, max(z0, z1)))
+
+
+def _courtyard(b: SceneBuilder, lay, sg: float, facade: float, z0: float, z1: float, curb_h: float) -> None:
+    """A gap between two houses: a wall (with a gate, often) in the facade line, a rear building."""
+    _wall(b, sg * facade, sg * (facade + 0.3), z0, z1, curb_h, curb_h + b.rng.uniform(2.0, 3.2))
+    back = facade + b.rng.uniform(6.0, 12.0)
+    _house(b, sg, back, back + b.rng.uniform(10.0, 20.0), z0 - 1.0, z1 + 1.0, b.rng.uniform(*lay.building_height_m))
+
+
 def _front_yard(b: SceneBuilder, lay, sg: float, yard_x: float, facade: float, lot: _Lot, curb_h: float) -> None:
-    """Between sidewalk and a set-back facade: a wall, fence or hedge on the boundary, bushes, trees."""
+    """Between sidewalk and a set-back facade: a wall, fence (some on a low wall) or hedge on the
+    boundary, bushes, trees."""
     rng = b.rng
     x_edge = sg * (yard_x + 0.15)
     r = rng.random()
     z0, z1 = lot.z0 + 0.3, lot.z1 - 0.3
     if r < lay.wall_prob:
-        wall = b.new_object("wall", ID["wall"])
-        h = rng.uniform(0.5, 1.6)
-        b.box(wall, ID["wall"], Material.WALL, (x_edge - 0.15, curb_h, z0), (x_edge + 0.15, curb_h + h, z1))
-        if rng.random() < 0.3:  # railing on top of a low wall
+        h = rng.uniform(0.6, 2.0)
+        _wall(b, x_edge - 0.15, x_edge + 0.15, z0, z1, curb_h, curb_h + h)
+        if h < 1.3 and rng.random() < 0.3:  # railing on top of a low wall
             O.add_fence(b, x_edge, x_edge, z0, z1, curb_h + h, railing=True)
     elif r < lay.wall_prob + lay.fence_prob:
-        O.add_fence(b, x_edge, x_edge, z0, z1, curb_h, railing=rng.random() < 0.4)
+        base = rng.uniform(0.4, 0.8) if rng.random() < 0.4 else 0.0  # a fence on a low wall
+        if base:
+            _wall(b, x_edge - 0.12, x_edge + 0.12, z0, z1, curb_h, curb_h + base)
+        O.add_fence(b, x_edge, x_edge, z0, z1, curb_h + base, railing=rng.random() < 0.4)
     elif r < lay.wall_prob + lay.fence_prob + lay.hedge_prob:
         hedge = b.new_object("hedge", ID["vegetation"])
         b.box(hedge, ID["vegetation"], Material.HEDGE, (x_edge - 0.4, curb_h, z0),
@@ -293,12 +320,17 @@ def _park(b: SceneBuilder, lay, sg: float, yard_x: float, lot: _Lot, curb_h: flo
     rng = b.rng
     x_edge = sg * (yard_x + 0.15)
     r = rng.random()
+    base = 0.0
+    if rng.random() < lay.wall_prob:  # a retaining wall along the sidewalk; fence or hedge on it
+        base = rng.uniform(0.5, 1.6)
+        _wall(b, x_edge - 0.15, x_edge + 0.15, lot.z0 + 0.2, lot.z1 - 0.2, curb_h, curb_h + base)
     if r < lay.fence_prob:
-        O.add_fence(b, x_edge, x_edge, lot.z0 + 0.2, lot.z1 - 0.2, curb_h, railing=rng.random() < 0.6)
+        O.add_fence(b, x_edge, x_edge, lot.z0 + 0.2, lot.z1 - 0.2, curb_h + base, railing=rng.random() < 0.6)
     elif r < lay.fence_prob + lay.hedge_prob:
         hedge = b.new_object("hedge", ID["vegetation"])
-        b.box(hedge, ID["vegetation"], Material.HEDGE, (x_edge - 0.4, curb_h, lot.z0 + 0.2),
-              (x_edge + 0.4, curb_h + rng.uniform(0.8, 2.0), lot.z1 - 0.2))
+        behind = sg * 0.3 if base else 0.0  # a hedge behind a retaining wall
+        b.box(hedge, ID["vegetation"], Material.HEDGE, (x_edge - 0.4 + behind, curb_h, lot.z0 + 0.2),
+              (x_edge + 0.4 + behind, curb_h + base + rng.uniform(0.8, 2.0), lot.z1 - 0.2))
     if lay.guard_rail_prob and rng.random() < lay.guard_rail_prob:
         rail = b.new_object("guard rail", ID["guard rail"])
         x = sg * (road_half + 0.3)
@@ -315,13 +347,20 @@ def _park(b: SceneBuilder, lay, sg: float, yard_x: float, lot: _Lot, curb_h: flo
 
 
 def _side_street_buildings(b: SceneBuilder, lay, sg: float, yard_x: float, z0: float, z1: float) -> None:
-    """Facades lining a side street, seen when looking into it."""
+    """Facades lining a side street, seen when looking into it. A plot on the far side (whose
+    front faces the camera) may be walled, with its house further back and a tree behind the wall."""
     rng = b.rng
     x = yard_x + rng.uniform(0.0, 3.0)
     while x < yard_x + 120.0:
         w = rng.uniform(10.0, 25.0)
-        for z_lo, z_hi in ((z0 - 25.0, z0), (z1, z1 + 25.0)):
-            _house(b, sg, x, x + w, z_lo, z_hi, rng.uniform(*lay.building_height_m))
+        _house(b, sg, x, x + w, z0 - 25.0, z0, rng.uniform(*lay.building_height_m))
+        front = z1
+        if rng.random() < lay.wall_prob * 0.5:
+            _wall(b, sg * x, sg * (x + w), z1, z1 + 0.4, 0.0, rng.uniform(1.8, 3.0))
+            front = z1 + rng.uniform(6.0, 14.0)
+            if rng.random() < 0.6:
+                O.add_tree(b, sg * (x + w * rng.uniform(0.2, 0.8)), z1 + 3.0, 0.0, rng.uniform(0.8, 1.2))
+        _house(b, sg, x, x + w, front, z1 + 25.0, rng.uniform(*lay.building_height_m))
         x += w
 
 
@@ -351,32 +390,54 @@ def _add_street_furniture(b: SceneBuilder, lay: LayoutStats, street: _Street) ->
         for z in _poisson_positions(rng, 2.0, min(depth, 70.0), lay.static_per_100m / 200.0):
             if not street.in_side_street(side, z, 1.0):
                 O.add_static(b, sg * (inner + rng.uniform(0.5, street.sidewalk_width[side] - 0.5)), z, curb)
-        for z in _poisson_positions(rng, 2.0, min(depth, 60.0), lay.parked_bicycles_per_100m / 200.0):
+        for z in _poisson_positions(rng, 2.0, min(depth, 50.0), lay.parked_bicycles_per_100m / 200.0):
             if not street.in_side_street(side, z, 1.0):
-                for k in range(int(rng.integers(1, 4))):  # a few side by side, across the sidewalk
-                    O.add_two_wheeler(b, (sg * (inner + street.sidewalk_width[side] - 1.0), z + 0.7 * k),
-                                      2 if sg < 0 else 3, curb, 1.0, motorcycle=rng.random() < 0.15, ridden=False)
+                # a few side by side, across the sidewalk: along the house fronts, or at a stand by the curb
+                x = inner + (street.sidewalk_width[side] - 1.0 if rng.random() < 0.5 else 1.0)
+                for k in range(int(rng.integers(1, 4))):
+                    O.add_two_wheeler(b, (sg * x, z + 0.7 * k), 2 if sg < 0 else 3, curb, 1.0,
+                                      motorcycle=rng.random() < 0.05, ridden=False)
 
 
 def _add_traffic_lights(b: SceneBuilder, lay: LayoutStats, street: _Street, ground: GroundLayout) -> None:
-    """Lights at the corners of intersections (some on arms over the road) and at crossings."""
+    """Signals at intersections and crossings. An intersection with signals (side streets on one
+    or both sides, or the T junction at the far end) has one on the right-hand curb before it
+    (some on an arm over the road), often a second one on the left-hand curb, and on the far
+    corner of a side street one facing the cross traffic or the oncoming traffic (the camera sees
+    its side or back); a signalled crossing has one on each curb."""
     rng = b.rng
     curb = street.curb_height
+    placed: list[tuple[float, float]] = []
+    x_right = street.road_half + 0.6
+
+    def light(x: float, z: float, towards_road: int, overhead: bool = False, facing: str = "camera") -> None:
+        if any(abs(x - px) < 1.0 and abs(z - pz) < 4.0 for px, pz in placed):
+            return  # a pole stands there already (a crossing at an intersection)
+        placed.append((x, z))
+        O.add_traffic_light(b, x, z, curb, towards_road, overhead=overhead, facing=facing)
+
+    intersections: dict[tuple[float, float], list[int]] = {}
     for side, z0, z1, _ in street.side_streets:
+        intersections.setdefault((z0, z1), []).append(side)
+    for (z0, z1), sides in intersections.items():
         if rng.random() > lay.traffic_light_prob:
             continue
-        sg = SIDE_SIGN[side]
-        x = sg * (street.road_half + 0.6)
-        O.add_traffic_light(b, x, z0 - 0.8, curb, -int(sg), overhead=rng.random() < 0.35)
+        light(x_right, z0 - 0.8, -1, overhead=rng.random() < 0.35)
         if rng.random() < 0.6:
-            O.add_traffic_light(b, x, z1 + 0.8, curb, -int(sg), overhead=False, facing_side=rng.random() < 0.5)
+            light(-x_right, z0 - 0.8, 1)
         if rng.random() < 0.4:
-            O.add_sign(b, x + sg * 0.2, z0 - 0.8, curb, mounted_at=2.6)  # on the light's pole
-    for z0, _ in ground.crosswalks:
-        if rng.random() < lay.traffic_light_prob * 0.6:
-            for side in (0, 1):
+            O.add_sign(b, x_right + 0.2, z0 - 0.8, curb, mounted_at=2.6)  # on the light's pole
+        if street.far_end is not None and z1 >= street.far_end:
+            continue  # the T junction: its far side is the facade
+        for side in sides:
+            if rng.random() < 0.6:
                 sg = SIDE_SIGN[side]
-                O.add_traffic_light(b, sg * (street.road_half + 0.6), z0 - 0.5, curb, -int(sg), overhead=False)
+                facing = ("camera", "away", "right" if sg > 0 else "left")[int(rng.integers(0, 3))]
+                light(sg * x_right, z1 + 0.8, -int(sg), facing=facing)
+    for z0, _ in ground.crosswalks:
+        if rng.random() < lay.traffic_light_prob:
+            for sg in SIDE_SIGN:
+                light(sg * x_right, z0 - 0.5, -int(sg))
 
 
 def _add_pedestrians(b: SceneBuilder, lay: LayoutStats, street: _Street, ground: GroundLayout,
@@ -406,7 +467,8 @@ _ADD_VEHICLE = {"car": O.add_car, "truck": O.add_truck, "bus": O.add_bus, "tram"
 
 
 def _add_vehicles(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints: _Footprints) -> None:
-    """A tram, moving traffic in every lane (both directions), parked cars, cross traffic."""
+    """A tram, moving traffic in every lane (both directions), parked cars (and now and then
+    motorcycles in a free parking slot), cross traffic."""
     rng = b.rng
     scale = lay.vehicle_scale
 
@@ -432,10 +494,19 @@ def _add_vehicles(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints
     if street.parking_width > 0:
         for side in (0, 1):
             sg = SIDE_SIGN[side]
+            x_slot = street.lanes_half + street.parking_width / 2
             for z in np.arange(rng.uniform(-3, 3), min(street.view_depth, 90.0), rng.uniform(5.3, 6.5)):
-                if street.in_side_street(side, z, 3.0) or rng.random() > lay.parked_car_prob:
+                if street.in_side_street(side, z, 3.0):
                     continue
-                x = sg * (street.lanes_half + street.parking_width / 2 + rng.normal(0, 0.1))
+                if rng.random() > lay.parked_car_prob:
+                    if rng.random() < 0.04:  # a free slot taken by motorcycles parked across it
+                        heading = 2 if rng.random() < 0.5 else 3
+                        for k in range(int(rng.integers(1, 3))):
+                            if footprints.take(sg * x_slot, z + 1.0 * k, heading, 2.1, 0.8, margin=0.1):
+                                O.add_two_wheeler(b, (sg * x_slot, z + 1.0 * k), heading, 0.0, 1.0,
+                                                  motorcycle=True, ridden=False)
+                    continue
+                x = sg * (x_slot + rng.normal(0, 0.1))
                 place("car", x, z + rng.normal(0, 0.3), int(rng.choice([0, 1])))
     for side, z0, z1, _ in street.side_streets:  # cross traffic
         if z1 - z0 < 10 or rng.random() < 0.4:
@@ -446,23 +517,24 @@ def _add_vehicles(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints
 
 
 def _add_riders(b: SceneBuilder, lay: LayoutStats, street: _Street, footprints: _Footprints) -> None:
-    """Cyclists and motorcyclists: mostly near the right edge of the lanes, some oncoming, some
-    crossing at the intersection (seen from the side)."""
+    """Cyclists and motorcyclists: mostly near the right edge of the lanes within 35 m ahead, some
+    oncoming, some crossing at the intersection (seen from the side)."""
     rng = b.rng
     length, width = _FOOTPRINT["two-wheeler"]
-    for _ in range(int(rng.integers(lay.riders_per_frame[0], lay.riders_per_frame[1] + 1))):
+    lo, hi = lay.riders_per_frame
+    for _ in range(int(rng.uniform(lo, hi + 1))):
         motorcycle = rng.random() < lay.motorcycle_share
         r = rng.random()
         if r < 0.65:
-            x, z, heading = street.lanes_half - rng.uniform(0.5, 1.2), rng.uniform(4.0, 45.0), 0
+            x, z, heading = street.lanes_half - rng.uniform(0.5, 1.2), rng.uniform(4.0, 35.0), 0
         elif r < 0.85:
-            x, z, heading = -street.lanes_half + rng.uniform(0.5, 1.2), rng.uniform(6.0, 50.0), 1
+            x, z, heading = -street.lanes_half + rng.uniform(0.5, 1.2), rng.uniform(6.0, 40.0), 1
         elif street.side_streets:
             side, z0, z1, _ = street.side_streets[0]
             x = SIDE_SIGN[side] * rng.uniform(0, street.road_half + 8)
             z, heading = rng.uniform(z0 + 2, z1 - 2), int(rng.choice([2, 3]))
         else:
-            x, z = rng.uniform(-street.lanes_half, street.lanes_half), rng.uniform(6.0, 40.0)
+            x, z = rng.uniform(-street.lanes_half, street.lanes_half), rng.uniform(6.0, 35.0)
             heading = int(rng.choice([0, 1]))
         if footprints.take(x, z, heading, length * lay.person_scale, width):
             O.add_two_wheeler(b, (x, z), heading, 0.0, lay.person_scale, motorcycle, ridden=True)

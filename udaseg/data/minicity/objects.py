@@ -8,6 +8,12 @@ are metric and randomised per object; ``scale`` is the domain's size factor for 
 Parts carry the material that drives their look: a car is a body, a glass cabin whose top is the
 roof, and four tyres; a bus a body with a glass band; a rider's vehicle is labelled bicycle or
 motorcycle and the rider "rider".
+
+Thin things are modelled at their real size *with* the parts that make them visible at MiniCity's
+resolution (generator 1.1): a traffic light is a three-lamp housing of 200/300 mm lenses, most
+with a backplate, both labelled traffic light as in Cityscapes; a bicycle has a saddle, pedals,
+a rack and mudguard (some with panniers), a motorcycle a tail and exhaust; riders hold the grips,
+so that a two-wheeler seen from behind is one piece rather than a scatter of 1-pixel slivers.
 """
 
 from __future__ import annotations
@@ -53,27 +59,45 @@ def add_person(b: SceneBuilder, anchor, heading: int, y0: float, scale: float, l
 
 def add_two_wheeler(b: SceneBuilder, anchor, heading: int, y0: float, scale: float, motorcycle: bool,
                     ridden: bool) -> None:
-    """A bicycle or motorcycle (wheels are thin ellipsoids), optionally with its rider."""
+    """A bicycle or motorcycle, optionally with its rider. Wheels are thin ellipsoids; a bicycle has
+    a frame, handlebar, saddle, pedals and cranks, often a rear rack and mudguard (some with
+    panniers or a front basket); a motorcycle a body, handlebar, exhaust, tail with number plate
+    and sometimes a top case. Seen from behind, a bicycle is thus more than its 5 cm tyre."""
     rng = b.rng
     label_id = ID["motorcycle"] if motorcycle else ID["bicycle"]
     vehicle = b.new_object("motorcycle" if motorcycle else "bicycle", label_id, heading,
                            light=motorcycle)
     wheel_r = (0.31 if motorcycle else 0.34) * scale
-    wheel_t = 0.12 if motorcycle else 0.04
+    wheel_t = 0.13 if motorcycle else 0.055
     base = (1.45 if motorcycle else 1.05) * scale
+    rear = -base / 2
+
+    def part(material, along, across, ya, yb):
+        b.oriented_box(vehicle, label_id, material, anchor, heading, along, across, y0 + ya, y0 + yb)
+
+    # handlebar: height range, half width, depth (along)
+    bar_y, bar_half, bar_depth = ((0.95, 1.0), 0.38, 0.15) if motorcycle else ((0.98, 1.02), 0.3, 0.06)
     for a in (-base / 2, base / 2):
         b.oriented_ellipsoid(vehicle, label_id, Material.WHEEL, anchor, heading, a, 0.0, y0 + wheel_r,
                              (wheel_r, wheel_r, wheel_t / 2))
+    part(Material.BIKE_FRAME, (base / 2 - bar_depth, base / 2), (-bar_half, bar_half), *bar_y)
     if motorcycle:
-        b.oriented_box(vehicle, label_id, Material.MOTO_BODY, anchor, heading, (-base / 2 + 0.1, base / 2),
-                       (-0.2, 0.2), y0 + 0.35, y0 + 0.9)
-        b.oriented_box(vehicle, label_id, Material.BIKE_FRAME, anchor, heading, (base / 2 - 0.15, base / 2),
-                       (-0.38, 0.38), y0 + 0.95, y0 + 1.0)  # handlebar
+        part(Material.MOTO_BODY, (rear + 0.1, base / 2), (-0.2, 0.2), 0.35, 0.9)
+        part(Material.MOTO_BODY, (rear - 0.15, rear + 0.45), (-0.13, 0.13), 0.62, 0.98)  # tail, number plate
+        part(Material.BIKE_FRAME, (rear + 0.05, 0.25), (0.06, 0.26), 0.25, 0.4)  # exhaust
+        if rng.random() < 0.3:
+            part(Material.MOTO_BODY, (rear - 0.15, rear + 0.3), (-0.21, 0.21), 0.98, 1.3)  # top case
     else:
-        b.oriented_box(vehicle, label_id, Material.BIKE_FRAME, anchor, heading, (-base / 2, base / 2),
-                       (-0.025, 0.025), y0 + wheel_r, y0 + 0.9)
-        b.oriented_box(vehicle, label_id, Material.BIKE_FRAME, anchor, heading, (base / 2 - 0.06, base / 2),
-                       (-0.3, 0.3), y0 + 0.98, y0 + 1.02)  # handlebar
+        part(Material.BIKE_FRAME, (-base / 2, base / 2), (-0.025, 0.025), wheel_r, 0.9)
+        part(Material.BIKE_FRAME, (-0.2, 0.05), (-0.08, 0.08), 0.9, 0.985)  # saddle
+        part(Material.BIKE_FRAME, (-0.1, 0.1), (-0.1, 0.1), wheel_r - 0.05, wheel_r + 0.08)  # cranks
+        part(Material.BIKE_FRAME, (-0.05, 0.05), (-0.19, 0.19), wheel_r - 0.13, wheel_r - 0.04)  # pedals
+        if rng.random() < 0.7:  # rear rack and mudguard
+            part(Material.BIKE_FRAME, (rear - 0.05, rear + 0.3), (-0.08, 0.08), 2 * wheel_r, 2 * wheel_r + 0.06)
+            if rng.random() < 0.35:  # panniers
+                part(Material.TOP, (rear - 0.05, rear + 0.3), (-0.2, 0.2), wheel_r + 0.05, 2 * wheel_r + 0.05)
+        if rng.random() < 0.15:  # front basket
+            part(Material.BIKE_FRAME, (base / 2 - 0.05, base / 2 + 0.25), (-0.17, 0.17), 0.75, 1.0)
     if not ridden:
         return
     rider = b.new_object("rider", ID["rider"], heading)
@@ -94,6 +118,11 @@ def add_two_wheeler(b: SceneBuilder, anchor, heading: int, y0: float, scale: flo
         c = side * (torso_w / 2 + 0.02)
         b.oriented_box(rider, ID["rider"], Material.TOP, anchor, heading, (0.05 + lean, base / 2 - 0.05),
                        (c - 0.045, c + 0.045), seat + 0.4 * h / 1.75, seat + 0.5 * h / 1.75)
+        # forearm down to the grip, the hand around it (so the handlebar's ends are hidden)
+        grip = (bar_half - 0.18, bar_half + 0.005) if side > 0 else (-bar_half - 0.005, -bar_half + 0.18)
+        b.oriented_box(rider, ID["rider"], Material.TOP, anchor, heading,
+                       (base / 2 - bar_depth - 0.03, base / 2 + 0.03), grip, y0 + bar_y[0] - 0.03,
+                       seat + 0.45 * h / 1.75)
     head_r = 0.11 * h / 1.75
     head_y = seat + 0.62 * h / 1.75 + head_r * 1.1
     material = Material.HELMET if (motorcycle or rng.random() < 0.5) else Material.HAIR
@@ -226,30 +255,75 @@ def add_street_lamp(b: SceneBuilder, x: float, z: float, y0: float, towards_road
           (x_end + 0.3, y0 + height - 0.05, z + 0.18))
 
 
+# Directions a signal head can face, as object headings (see SceneBuilder.oriented_box): towards
+# the camera (−z), away from it (+z, oncoming traffic), and sideways (±x, cross traffic).
+LIGHT_FACING = {"camera": 1, "away": 0, "right": 2, "left": 3}
+
+
 def add_traffic_light(b: SceneBuilder, x: float, z: float, y0: float, towards_road: int, overhead: bool,
-                      facing_side: bool = False) -> None:
-    """A pole with one or two light housings (facing the camera, or sideways at intersections);
-    ``overhead`` lights hang from an arm over the road."""
+                      facing: str = "camera") -> None:
+    """A pole with one or two signal heads facing ``facing`` (a key of LIGHT_FACING); ``overhead``
+    poles carry an arm over the road with a head hanging from its end.
+
+    A head is a housing of three lamps (200 or 300 mm lenses: 0.32–0.44 m wide, 2.8× as tall),
+    most with a backplate (contrast board) 0.1–0.16 m wider on every side, which Cityscapes labels
+    as part of the traffic light; some poles carry a twin head beside the first (a turn arrow),
+    half a second, lower head, often a smaller two-lamp pedestrian signal. Heads are mounted on
+    the pole's face (or under the arm's end)."""
     rng = b.rng
     pole = b.new_object("traffic light pole", ID["pole"])
-    height = rng.uniform(3.2, 4.2) if not overhead else rng.uniform(5.2, 6.2)
-    add_pole(b, x, z, y0, height, rng.uniform(0.14, 0.2), pole)
-    housings = [(x + towards_road * 0.28, y0 + height - 1.0)]
+    height = rng.uniform(3.4, 4.4) if not overhead else rng.uniform(5.4, 6.4)
+    pole_w = rng.uniform(0.14, 0.2)
+    add_pole(b, x, z, y0, height, pole_w, pole)
+    heading = LIGHT_FACING[facing]
+    heads = []  # (x, top, lamps); a second head hangs below the first
     if overhead:
         arm = rng.uniform(3.0, 6.0)
         x_end = x + towards_road * arm
         b.box(pole, ID["pole"], Material.POLE, (min(x, x_end), y0 + height - 0.15, z - 0.07),
               (max(x, x_end), y0 + height, z + 0.07))
-        housings = [(x_end - towards_road * 0.3, y0 + height - 1.1)]
-    elif rng.random() < 0.35:
-        housings.append((x + towards_road * 0.28, y0 + height - 2.2))
-    for hx, hy in housings:
-        light = b.new_object("traffic light", ID["traffic light"], light=True)
-        w, hh, d = 0.32, rng.choice([0.9, 0.95, 0.65]), 0.28
-        if facing_side:
-            w, d = d, w
-        b.box(light, ID["traffic light"], Material.TRAFFIC_LIGHT, (hx - w / 2, hy, z - d / 2 - 0.15),
-              (hx + w / 2, hy + hh, z + d / 2 - 0.15))
+        heads.append((x_end - towards_road * 0.3, y0 + height - 0.15, 3))
+        if rng.random() < 0.5:  # a second head on the pole itself
+            heads.append((x, y0 + rng.uniform(3.4, 3.9), 3))
+    else:
+        heads.append((x, y0 + height - 0.05, 3))
+        if rng.random() < 0.5:  # below it: a pedestrian signal or a repeater
+            heads.append((x, None, 2 if rng.random() < 0.6 else 3))
+    half_pole = pole_w / 2
+    twin = facing != "right" and facing != "left" and rng.random() < 0.4  # e.g. a turn arrow beside the main head
+    bottom = None
+    for k, (hx, top, lamps) in enumerate(heads):
+        w = rng.uniform(0.32, 0.44) if lamps == 3 else rng.uniform(0.3, 0.36)
+        hh, d = w * (2.8 if lamps == 3 else 1.9), rng.uniform(0.25, 0.32)
+        board = rng.uniform(0.1, 0.16) if (lamps == 3 and rng.random() < 0.8) else 0.0
+        if top is None:  # right under the head above, not lower than 1.6 m
+            top = bottom - board - 0.03
+            if top - hh - board < y0 + 1.6:
+                continue
+        bottom = top - hh - board
+        # Head centre: in front of the pole (along the lamps' direction, or behind it for heads
+        # facing away, whose back or board the camera sees), beside the pole for sideways heads.
+        offset = half_pole + (0.03 if board else 0.0) + d / 2
+        if facing in ("camera", "away"):
+            hz = z - offset if facing == "camera" else z + offset
+            cx = hx + towards_road * rng.uniform(0.0, w / 2)
+        else:
+            hz, cx = z, hx + (offset if facing == "right" else -offset)
+        _signal_head(b, cx, hz, heading, w, hh, d, board, top)
+        if k == 0 and twin:
+            _signal_head(b, cx + towards_road * (w + 2 * board + 0.03), hz, heading, w, hh, d, board, top)
+
+
+def _signal_head(b: SceneBuilder, cx: float, cz: float, heading: int, w: float, hh: float, d: float, board: float,
+                 top: float) -> None:
+    """A housing ``w`` wide, ``hh`` tall, ``d`` deep, lamps towards ``heading``, with a backplate
+    ``board`` wider on every side behind it (none if 0)."""
+    light = b.new_object("traffic light", ID["traffic light"], heading, light=True)
+    b.oriented_box(light, ID["traffic light"], Material.TRAFFIC_LIGHT, (cx, cz), heading, (-d / 2, d / 2),
+                   (-w / 2, w / 2), top - hh, top)
+    if board:
+        b.oriented_box(light, ID["traffic light"], Material.SIGNAL_BOARD, (cx, cz), heading, (-d / 2 - 0.03, -d / 2),
+                       (-w / 2 - board, w / 2 + board), top - hh - board, top + board)
 
 
 def add_sign(b: SceneBuilder, x: float, z: float, y0: float, mounted_at: float | None = None) -> None:

@@ -74,6 +74,8 @@ class Material(IntEnum):
     TRAM_BODY = 29
     BIKE_FRAME = 30
     MOTO_BODY = 31
+    # added in generator 1.1 (appended: the values above are unchanged)
+    SIGNAL_BOARD = 32  # a traffic light's backplate (labelled traffic light, like the housing)
 
 
 # Ground materials and the Cityscapes label id each is annotated with. Lane marks are road in
