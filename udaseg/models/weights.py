@@ -167,15 +167,16 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
     unexpected = sorted(set(state) - set(own))
     bad = _shape_mismatches(module, state)
     if missing or unexpected or bad:
-        lines = [f"{source} does not fit this model (a checkpoint of another model or config?)"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): {_listing(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): {_listing(unexpected)}")
-        if bad:
-            lines.append(f"  shape mismatch ({len(bad)}): {_listing(bad)}")
-        raise CheckpointMismatchError("\n".join(lines))
+        raise mismatch_error(f"{source} does not fit this model (a checkpoint of another model or config?)",
+                             {"missing": missing, "unexpected": unexpected, "shape mismatch": bad})
     module.load_state_dict(state, strict=True)
+
+
+def mismatch_error(headline: str, kinds: Mapping[str, list[str]]) -> CheckpointMismatchError:
+    """The error for weights that do not fit: the headline, then one line per non-empty kind of
+    problem (``missing``, ``unexpected`` …) with its count and the first keys."""
+    lines = [headline] + [f"  {kind} ({len(keys)}): {_listing(keys)}" for kind, keys in kinds.items() if keys]
+    return CheckpointMismatchError("\n".join(lines))
 
 
 def load_checkpoint(module: nn.Module, source: str | os.PathLike | Mapping, *, prefix: str | None = None) -> str:

@@ -87,6 +87,7 @@ from udaseg.models.weights import (
     _listing,
     _shape_mismatches,
     load_state_dict_strict,
+    mismatch_error,
     read_state_dict,
 )
 
@@ -167,16 +168,9 @@ def lite0_to_timm(state: Mapping[str, torch.Tensor], *,
     missing = sorted(set(reference.state_dict()) - set(converted))
     bad = _shape_mismatches(reference, converted)
     if unmapped or twice or missing or bad:
-        lines = [f"{source} is not an EfficientNet-Lite0 in the lukemelas layout"]
-        if unmapped:
-            lines.append(f"  unmapped ({len(unmapped)}): {_listing(sorted(unmapped))}")
-        if twice:
-            lines.append(f"  mapped twice ({len(twice)}): {_listing(twice)}")
-        if missing:
-            lines.append(f"  missing ({len(missing)}): {_listing(missing)}")
-        if bad:
-            lines.append(f"  shape mismatch ({len(bad)}): {_listing(bad)}")
-        raise CheckpointMismatchError("\n".join(lines))
+        raise mismatch_error(f"{source} is not an EfficientNet-Lite0 in the lukemelas layout",
+                             {"unmapped": sorted(unmapped), "mapped twice": twice, "missing": missing,
+                              "shape mismatch": bad})
     return converted
 
 
