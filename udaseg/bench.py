@@ -56,6 +56,8 @@ PRESETS: dict[str, list[BenchEntry]] = {
         BenchEntry((*_MINICITY, "method=oracle")),
         BenchEntry((*_MINICITY, "method=source_only", "precision=bf16")),
         BenchEntry((*_MINICITY, "method=daformer_minicity")),
+        # What the ImageNet feature distance costs (one more backbone forward on the source images).
+        BenchEntry((*_MINICITY, "method=daformer_minicity", "method.fd_lambda=0", "method.label=daformer(fd off)")),
         BenchEntry((*_MINICITY, "minicity_mic", "method=daformer_minicity", "method.label=daformer+mic")),
         BenchEntry((*_MINICITY, "minicity_hrda")),
         BenchEntry((*_MINICITY, "minicity_hrda", "minicity_mic", "method.label=hrda+mic")),
