@@ -8,7 +8,7 @@
      labels; the target is never read);
    * **DAFormer** self-training (``method=daformer_minicity``, with the ImageNet feature distance)
      for ``ADAPT_ITERS`` more iterations, starting from the source-only model (``model.init_from``):
-     a DAFormer step costs ~2.7× a source-only step on a CPU, and DAFormer from ImageNet for the
+     a DAFormer step costs 2.5–2.75× a source-only step on a CPU (docs/bench.md), and DAFormer from ImageNet for the
      whole budget does not fit the demo's 10 minutes next to MiniCity's generation;
    * **source-only, continued** for the same ``ADAPT_ITERS`` from the same model: the equal-budget
      control, so that the printed gain is that of self-training and not of more iterations;

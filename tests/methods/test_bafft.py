@@ -348,7 +348,7 @@ def test_minicity_experiment_plans_the_three_stages(tmp_path):
 
     cfg = config_lib.compose(["minicity_cpu", "minicity_bafft", "benchmark=minicity_gta2cs"])
     (s1, c1), (s2, c2), (s3, c3) = pipeline.plan(cfg, tmp_path)
-    assert (c1.method.name, c1.method.step, c1.model.name) == ("bafft", 1, "minicity_deeplab")
+    assert (c1.method.name, c1.method.step, c1.model.name) == ("bafft", 1, "minicity_lite0_deeplab")
     assert s2.is_step and c2.rule == "classwise_median" and c2.cap == 0.9
     assert c3.method.step == 2 and c3.method.cls_lambda == 0.001 and c3.method.thing_bank_size == 100
     assert c3.benchmark.target.pseudo_labels == str(tmp_path / "stages" / s2.folder / "pseudo_labels")

@@ -30,7 +30,8 @@ def test_daformer_trains_logs_diagnostics_and_saves_the_teacher(tmp_path, tiny_t
     assert 0.0 <= rows[0]["pseudo_weight"] <= 1.0 and 0.0 <= rows[0]["pl_acc"] <= 1.0
     assert set(rows[0]["pl_precision"]) == set(final["per_class_iou"])
     state = load_checkpoint(run / "checkpoints" / "last.pt")["method"]["modules"]
-    assert any(k.startswith("teacher.model.") for k in state) and not any(k.startswith("imnet") for k in state)
+    # The MiniCity setting keeps the paper's ImageNet feature distance: its frozen backbone is saved too.
+    assert any(k.startswith("teacher.model.") for k in state) and any(k.startswith("imnet_backbone.") for k in state)
     assert list((run / "summary_files").glob("*_pseudo_labels.png"))  # the report plots the diagnostics
     teacher, _ = load_network(run, "teacher")  # udaseg eval --network teacher works
     student, _ = load_network(run, "student")

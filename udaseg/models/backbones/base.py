@@ -9,7 +9,7 @@ image batch ``x`` [B, 3, H, W]. Two attributes describe them:
   shape, never by arithmetic on the input size.
 
 Two class attributes tell the segmentor how this family expects its input
-(see :mod:`udaseg.models.segmentor`): ``default_normalization`` ("imagenet" or "caffe_bgr") and
+(see :mod:`udaseg.models.segmentor`): ``default_normalization`` ("imagenet", "caffe_bgr" or "inception") and
 ``default_align_corners`` (how logits are upsampled by the reference code of that family).
 ``load_pretrained(source)`` initialises the backbone from a weight source (file, URL, hub id, or a
 family-specific tag such as "imagenet").
