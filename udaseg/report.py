@@ -1,8 +1,8 @@
 """``udaseg report RUN_DIR...``: results tables and pictures from run directories.
 
 Runs are grouped by (benchmark, evaluation set, method label, model); the seeds of a group are
-aggregated as **mean ± sample standard deviation** (ddof = 1; "±0.0" is printed for one seed with
-"n=1" beside it). Where a benchmark has a ``source_only`` and an ``oracle`` group, every method also
+aggregated as **mean ± sample standard deviation** (ddof = 1; one seed shows "± –" — no spread is
+measured — with its seed count beside it). Where a benchmark has a ``source_only`` and an ``oracle`` group, every method also
 gets the fraction of the source-only → oracle gap it closes:
 (mIoU − source-only) / (oracle − source-only), computed on the group means.
 
@@ -65,7 +65,7 @@ class Group:
 
     def std(self, key: str) -> float | None:
         vals = self.values(key)
-        return statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+        return statistics.stdev(vals) if len(vals) > 1 else None  # one seed: no spread to report
 
     def class_mean(self, name: str) -> float | None:
         vals = [row["per_class_iou"].get(name) for row in self.results]
@@ -162,7 +162,7 @@ def _metric_keys(groups: list[Group]) -> list[str]:
 def _fmt(mean: float | None, std: float | None, scale: float = 100.0) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+    return f"{mean * scale:.1f} ± " + ("–" if std is None else f"{std * scale:.1f}")
 
 
 def _order(groups: list[Group]) -> list[Group]:
