@@ -135,6 +135,32 @@ def test_prototype_ema_uses_label_and_argmax_agreement():
     assert bank.centroids[1].tolist() == pytest.approx([0.9999 * 10 + 1e-4 * 4.0, 1e-4 * 6.0])
 
 
+def test_prototype_skip_zero_sum_switch_by_hand():
+    """A class whose mean is [1, −1, 0] (sum 0, not the zero vector): folded in by default, skipped
+    with the reference's test ``vector.sum() == 0`` (``prototype_skip_zero_sum``)."""
+    centroids = torch.tensor([[4.0, 4.0, 4.0], [2.0, 0.0, 6.0]])
+    # two pixels of class 0 (features (3, −1, 0) and (−1, −1, 0): mean (1, −1, 0)), two of class 1
+    # (features (2, 2, 2) and (4, 0, 0): mean (3, 1, 1), sum 5: updated under both settings)
+    features = torch.tensor([[[3.0, -1.0, 2.0, 4.0]], [[-1.0, -1.0, 2.0, 0.0]], [[0.0, 0.0, 2.0, 0.0]]])[None]
+    label = pred = torch.tensor([[[0, 0, 1, 1]]])
+    default = PrototypeBank(centroids, momentum=0.5, min_pixels=1)
+    assert default.skip_zero_sum is False and DiGAConfig().prototype_skip_zero_sum is False
+    assert default.update(features, label, pred) == 2
+    # ½·(4, 4, 4) + ½·(1, −1, 0) = (2.5, 1.5, 2); ½·(2, 0, 6) + ½·(3, 1, 1) = (2.5, 0.5, 3.5)
+    assert default.centroids.tolist() == [[2.5, 1.5, 2.0], [2.5, 0.5, 3.5]]
+    quirk = PrototypeBank(centroids, momentum=0.5, min_pixels=1, skip_zero_sum=True)
+    assert quirk.update(features, label, pred) == 1
+    assert quirk.centroids.tolist() == [[4.0, 4.0, 4.0], [2.5, 0.5, 3.5]]  # class 0 untouched
+    # the all-zero mean is skipped under both settings
+    for bank in (PrototypeBank(centroids, 0.5, 1), PrototypeBank(centroids, 0.5, 1, skip_zero_sum=True)):
+        assert bank.update(torch.zeros(1, 3, 1, 4), label, pred) == 0
+    # the initial centroids (the same reference function) follow the same switch
+    for skip, expected in ((False, [1.0, -1.0, 0.0]), (True, [0.0, 0.0, 0.0])):
+        acc = CentroidAccumulator(num_classes=2, dim=3, min_pixels=1, skip_zero_sum=skip)
+        acc.add(features[0], pred[0])
+        assert acc.centroids[0].tolist() == expected and acc.counts.tolist() == [float(not skip), 1.0]
+
+
 def test_initial_centroids_running_mean_with_count_cap():
     acc = CentroidAccumulator(num_classes=2, dim=1, min_pixels=1, cap=2)
     for value in (1.0, 3.0, 8.0):

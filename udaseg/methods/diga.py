@@ -87,6 +87,14 @@ splits of 1/16…1/2); no translator (x̂ = x̃_p), warm-up and self-training as
 * ``distil_mask_ignore`` [off]: every pixel counts in L_distil, source-ignore included (the
   reference's masked variant is commented out).
 * ``consensus`` [on]; off: every offline pseudo-label is used (the validation ladder's step 4).
+* ``prototype_skip_zero_sum`` [off]: which class means the prototype EMA skips. The reference
+  (``Class_Features.update_objective_SingleVector`` in ``calc_centroids.py``) returns early when
+  ``vector.sum().item() == 0``, i.e. for any mean whose entries sum to zero, such as
+  [1, −1, 0, …]; on reproduces that. The default skips only the all-zero mean, which is what the
+  check is there for (a class with no pixels gives the zero vector): a genuine mean whose entries
+  happen to cancel carries information and is folded in. With continuous (GroupNorm, signed)
+  features an exact zero sum is practically never met, so the two settings give the same
+  prototypes in ordinary runs; the default is the one that is right by construction.
 * Best-on-val checkpoint selection: the trainer's ``select_on_val`` [off] (the last network is
   the result by default; on, every evaluation's first val set picks ``best.pt``, which starts
   the next stage, and ``eval.json``/the report name the selection).
@@ -229,10 +237,12 @@ def bilateral_consensus(offline_label: torch.Tensor, prototype_label: torch.Tens
 
 
 def class_means(features: torch.Tensor, label: torch.Tensor, pred: torch.Tensor, num_classes: int,
-                min_pixels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+                min_pixels: int = 5, skip_zero_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class mean feature of one image over {label = c} ∩ {pred = c}: ``(means [C, D], ok [C])``
     from ``features`` [D, h, w] and int maps [h, w]; ``ok`` where the set has ≥ ``min_pixels``
-    pixels and the mean is not the zero vector (ProDA skips those)."""
+    pixels and the mean is not the zero vector (ProDA skips those). ``skip_zero_sum``: the
+    reference's literal test instead, which skips every mean whose entries *sum* to 0 (the zero
+    vector, but also e.g. [1, −1, 0, …]); see ``DiGAConfig.prototype_skip_zero_sum``."""
     d = features.shape[0]
     keep = (label == pred) & (label >= 0) & (label < num_classes)
     cls = label[keep]
@@ -240,7 +250,8 @@ def class_means(features: torch.Tensor, label: torch.Tensor, pred: torch.Tensor,
     counts = onehot.sum(0)
     sums = onehot.t() @ features.float().reshape(d, -1)[:, keep.reshape(-1)].t()  # [C, D]
     means = sums / counts.clamp(min=1)[:, None]
-    ok = (counts >= min_pixels) & (means != 0).any(dim=1)
+    nonzero = means.sum(dim=1) != 0 if skip_zero_sum else (means != 0).any(dim=1)
+    ok = (counts >= min_pixels) & nonzero
     return means, ok
 
 
@@ -253,12 +264,14 @@ def nearest_label_at_grid(labels: torch.Tensor, size) -> torch.Tensor:
 
 class PrototypeBank(nn.Module):
     """Class prototypes [C, D] (fp32 buffer: saved in checkpoints for resuming, not an artefact),
-    updated by EMA with ``momentum`` (§8.3)."""
+    updated by EMA with ``momentum`` (§8.3). A class mean that is the zero vector is never folded
+    in; with ``skip_zero_sum`` (the reference's test) neither is one whose entries sum to 0."""
 
-    def __init__(self, centroids: torch.Tensor, momentum: float = 1e-4, min_pixels: int = 5):
+    def __init__(self, centroids: torch.Tensor, momentum: float = 1e-4, min_pixels: int = 5,
+                 skip_zero_sum: bool = False):
         super().__init__()
         self.register_buffer("centroids", centroids.detach().clone().float())
-        self.momentum, self.min_pixels = momentum, min_pixels
+        self.momentum, self.min_pixels, self.skip_zero_sum = momentum, min_pixels, skip_zero_sum
 
     @property
     def num_classes(self) -> int:
@@ -286,7 +299,7 @@ class PrototypeBank(nn.Module):
         label = nearest_label_at_grid(label, features.shape[-2:])
         updates = 0
         for f, lab, p in zip(features, label, pred):
-            means, ok = class_means(f, lab, p, self.num_classes, self.min_pixels)
+            means, ok = class_means(f, lab, p, self.num_classes, self.min_pixels, self.skip_zero_sum)
             self.centroids[ok] = (1 - self.momentum) * self.centroids[ok] + self.momentum * means[ok]
             updates += int(ok.sum())
         return updates
@@ -295,16 +308,16 @@ class PrototypeBank(nn.Module):
 class CentroidAccumulator:
     """ProDA's initial centroids (``calc_prototype``, mean mode): per image and class c the mean
     feature over pixels predicted c (≥ ``min_pixels``), folded in as v_c ← (v_c·n_c + f)/(n_c + 1),
-    n_c ← min(n_c + 1, ``cap``)."""
+    n_c ← min(n_c + 1, ``cap``); zero means skipped as in :class:`PrototypeBank` (``skip_zero_sum``)."""
 
-    def __init__(self, num_classes: int, dim: int, min_pixels: int = 5, cap: int = 3000):
+    def __init__(self, num_classes: int, dim: int, min_pixels: int = 5, cap: int = 3000, skip_zero_sum: bool = False):
         self.centroids = torch.zeros(num_classes, dim, dtype=torch.float64)
         self.counts = torch.zeros(num_classes, dtype=torch.float64)
-        self.min_pixels, self.cap = min_pixels, cap
+        self.min_pixels, self.cap, self.skip_zero_sum = min_pixels, cap, skip_zero_sum
 
     def add(self, features: torch.Tensor, pred: torch.Tensor) -> None:
         """``features`` [D, h, w], ``pred`` [h, w] at the same grid."""
-        means, ok = class_means(features, pred, pred, self.centroids.shape[0], self.min_pixels)
+        means, ok = class_means(features, pred, pred, self.centroids.shape[0], self.min_pixels, self.skip_zero_sum)
         means = means.double().cpu()
         for c in torch.nonzero(ok.cpu()).flatten().tolist():
             n = self.counts[c]
@@ -476,6 +489,7 @@ class DiGAConfig(MethodConfig):
     consensus: bool = True  # bilateral consensus; off = every offline pseudo-label
     prototype_momentum: float = 1e-4
     prototype_min_pixels: int = 5
+    prototype_skip_zero_sum: bool = False  # reference quirk: skip a class mean whose entries sum to 0
 
 
 def _choice(value, choices, key):
@@ -521,7 +535,8 @@ class DiGA(Method):
             self.translator.requires_grad_(False).eval()
         self.prototypes = None
         if cfg.phase == "selftrain":
-            self.prototypes = PrototypeBank(self._centroids(ctx), cfg.prototype_momentum, cfg.prototype_min_pixels)
+            self.prototypes = PrototypeBank(self._centroids(ctx), cfg.prototype_momentum, cfg.prototype_min_pixels,
+                                            cfg.prototype_skip_zero_sum)
         self.optimizers["main"] = self.build_student_optimizer()
         self._last_labels: tuple | None = None
         self._kept: list[float] = []
@@ -794,6 +809,7 @@ class DiGACentroidStepConfig:
     passes: int = 5  # over the split (reference 5; changes the result only once a count reaches the cap)
     min_pixels: int = 5
     count_cap: int = 3000
+    skip_zero_sum: bool = False  # the reference's test, as DiGAConfig.prototype_skip_zero_sum
     stream: str = "target"
     network: Optional[str] = None
 
@@ -807,7 +823,7 @@ def diga_centroids(ctx: StepContext, cfg: DiGACentroidStepConfig) -> dict:
         raise ValueError(f"diga_centroids: passes must be ≥ 1, got {cfg.passes}")
     model = ctx.network(cfg.network)
     n = ctx.label_space.num_classes
-    acc = CentroidAccumulator(n, model.decode_head.embed_channels, cfg.min_pixels, cfg.count_cap)
+    acc = CentroidAccumulator(n, model.decode_head.embed_channels, cfg.min_pixels, cfg.count_cap, cfg.skip_zero_sum)
     images = 0
     with torch.no_grad():
         for _ in range(cfg.passes):
