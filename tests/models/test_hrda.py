@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from udaseg.models import create_model
 from udaseg.models.hrda import HRDASegmentor, hrda_loss, random_box
@@ -59,8 +60,89 @@ def test_forward_without_box_slides_detail_windows_and_test_windows():
     with torch.no_grad():
         crop = model(torch.randn(1, 3, 64, 64))
         image = model(torch.randn(1, 3, 64, 128))  # wider than the test window: 3 windows
-    assert crop.shape == (1, 19, 16, 16) and image.shape == (1, 19, 16, 32)
-    assert model.hr_crop_size == (32, 32) and model.test_window == (64, 64)
+    # One window: stride-4 logits; slid: averaged at, and returned at, the input resolution.
+    assert crop.shape == (1, 19, 16, 16) and image.shape == (1, 19, 64, 128)
+    assert model.hr_crop_size == (32, 32) and model.test_window == (64, 64) and model.test_merge == "input"
+    model.test_merge = "logits"  # the earlier behaviour: averaged on the stride-4 grid
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 128)).shape == (1, 19, 16, 32)
+    with pytest.raises(ValueError, match="test_merge"):
+        create_model({**TINY, "hrda": {"hr_crop_size": [32, 32], "test_merge": "mean"}}, num_classes=19)
+
+
+# -- a minimal re-statement of the reference's test-time inference (lhoyer/HRDA) -----------------
+def _mmseg_grid(h, w, crop, stride):
+    """mmseg's slide boxes: the last window of a row/column ends at the border."""
+    rows = max(h - crop[0] + stride[0] - 1, 0) // stride[0] + 1
+    cols = max(w - crop[1] + stride[1] - 1, 0) // stride[1] + 1
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride[0] + crop[0], h), min(c * stride[1] + crop[1], w)
+            yield max(y2 - crop[0], 0), y2, max(x2 - crop[1], 0), x2
+
+
+def _reference_encode_decode(model, img, hr_crop):
+    """HRDAEncoderDecoder.encode_decode with HRDAHead.forward (scales [0.5, 1], no crop box,
+    hr_slide_inference with overlapping HR crops at half their size), one window at a time."""
+    ac = model.align_corners
+    lr_feats = model.backbone(F.interpolate(img, scale_factor=0.5, mode="bilinear", align_corners=ac))
+    lr_seg = model.decode_head(lr_feats)
+    att = torch.sigmoid(model.attention_head(lr_feats))
+    # decode_hr: HR crop logits summed at the head's output stride (4), boxes // 4
+    boxes = [tuple(v // 4 for v in box) for box in _mmseg_grid(*img.shape[-2:], hr_crop, [c // 2 for c in hr_crop])]
+    preds = torch.zeros(img.shape[0], lr_seg.shape[1], max(b[1] for b in boxes), max(b[3] for b in boxes))
+    count = torch.zeros(img.shape[0], 1, *preds.shape[-2:])
+    for (y1, y2, x1, x2), box in zip(boxes, _mmseg_grid(*img.shape[-2:], hr_crop, [c // 2 for c in hr_crop])):
+        preds[:, :, y1:y2, x1:x2] += model.decode_head(model.backbone(img[:, :, box[0]:box[1], box[2]:box[3]]))
+        count[:, :, y1:y2, x1:x2] += 1
+    hr_seg = preds / count
+    up_lr = F.interpolate((1 - att) * lr_seg, scale_factor=2.0, mode="bilinear", align_corners=ac)
+    att = F.interpolate(att, scale_factor=2.0, mode="bilinear", align_corners=ac)
+    fused = att * hr_seg + up_lr
+    # encode_decode: back to the window's own input size
+    return F.interpolate(fused, size=img.shape[2:], mode="bilinear", align_corners=ac)
+
+
+def _reference_slide_inference(model, img, crop, stride, hr_crop):
+    """mmseg EncoderDecoder.slide_inference: canvas and count matrix at the input resolution."""
+    b, _, h, w = img.shape
+    preds, count = None, torch.zeros(b, 1, h, w)
+    for y1, y2, x1, x2 in _mmseg_grid(h, w, crop, stride):
+        out = _reference_encode_decode(model, img[:, :, y1:y2, x1:x2], hr_crop)
+        if preds is None:
+            preds = torch.zeros(b, out.shape[1], h, w)
+        preds[:, :, y1:y2, x1:x2] += out
+        count[:, :, y1:y2, x1:x2] += 1
+    assert (count > 0).all()
+    return preds / count
+
+
+def test_test_time_slide_equals_the_reference_on_overlapping_windows():
+    """128×192 input, 128² test windows at stride 64 (two windows overlapping on columns 64–127):
+    the fused logits equal the reference's everywhere, also next to each window's edge."""
+    from udaseg.engine.inference import infer_logits
+
+    torch.manual_seed(0)
+    model = create_model({**TINY, "hrda": {"hr_crop_size": [64, 64], "hr_slide_stride": [32, 32],
+                                           "test_window": [128, 128], "test_stride": [64, 64],
+                                           "attention_embed_dim": 8}}, num_classes=5).eval()
+    img = torch.randint(0, 256, (2, 3, 128, 192), dtype=torch.uint8)
+    x = model.normalize(img.float(), value_range=255.0)
+    with torch.no_grad():
+        expected = _reference_slide_inference(model, x, (128, 128), (64, 64), (64, 64))
+        fused = model(x)
+        via_eval = infer_logits(model, img, mode="whole")  # the evaluator's path
+    assert fused.shape == expected.shape == (2, 5, 128, 192)
+    edges = [62, 63, 64, 127, 128, 129]
+    assert (fused - expected).abs().max() <= 1e-5
+    assert (fused - expected)[..., edges].abs().max() <= 1e-5
+    assert (via_eval - expected).abs().max() <= 1e-5
+
+    # The earlier average on the stride-4 grid, upsampled afterwards, is off next to the edges.
+    model.test_merge = "logits"
+    with torch.no_grad():
+        old = F.interpolate(model(x), size=(128, 192), mode="bilinear", align_corners=model.align_corners)
+    assert (old - expected)[..., edges].abs().max() > 1e-3
 
 
 def test_hrda_loss_weights_fused_and_detail():

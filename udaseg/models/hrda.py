@@ -17,9 +17,26 @@ the decode head are **shared** by both scales. On a training crop x (full resolu
 0.1·CE(hr, crop(y)) (:func:`hrda_loss`). ``forward`` (pseudo-labels and test) has no box: the HR
 logits cover the whole input by overlapping ``hr_crop_size`` windows at ``hr_slide_stride`` (256 for
 512 windows: 3×3 on a 1024 crop), batched, averaged on the stride-4 grid, and fused with the
-attention everywhere. At test time the model itself slides ``test_window`` (1024²) windows with
-``test_stride`` (512) over larger inputs, each window fused as above — HRDA's test protocol, so the
+attention everywhere (the reference's ``HRDAHead.decode_hr``: HR logits summed on the stride-4 grid,
+box ÷ 4 rounded down, divided by the window count). At test time the model itself slides
+``test_window`` (1024²) windows with ``test_stride`` (512) over larger inputs (mmseg's grid, the
+last window flush with the border), each window fused as above — HRDA's test protocol, so the
 benchmark's evaluation stays "whole" image and the same for every method.
+
+How overlapping test windows are averaged (``test_merge``):
+
+* ``"input"`` (the default, the reference's): each window's fused stride-4 logits are first
+  upsampled bilinearly (the model's ``align_corners``) to the window's own input size — HRDA's
+  ``encode_decode`` ends so — then summed into a canvas of the input's size and divided by the
+  per-pixel window count (mmseg ``EncoderDecoder.slide_inference``). ``forward`` then returns
+  logits at the **input resolution**; callers upsample to the label size as for any output.
+* ``"logits"`` (udaseg's earlier behaviour, kept for comparing old runs and to save memory): the
+  stride-4 logits are averaged on the stride-4 grid and returned at stride 4. Upsampled afterwards,
+  it differs from the reference in the few pixels next to each window edge, where the bilinear
+  upsampling mixes averaged and single-window logits (up to 0.076 on a trained model).
+
+Inputs no larger than ``test_window`` (training crops, pseudo-labels) are one window and return
+stride-4 logits in both modes.
 """
 
 from __future__ import annotations
@@ -45,6 +62,11 @@ def random_box(size: tuple[int, int], crop: tuple[int, int], divisible: int = 8)
     return y0, y0 + ch, x0, x0 + cw
 
 
+# How overlapping test windows are averaged: at the input resolution (the reference) or on the
+# stride-4 logit grid (udaseg's earlier behaviour). See the module docstring.
+TEST_MERGES = ("input", "logits")
+
+
 def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
@@ -53,7 +75,7 @@ class HRDASegmentor(EncoderDecoder):
     def __init__(self, base: EncoderDecoder, attention_head: DecodeHead, hr_crop_size: Sequence[int] = (512, 512),
                  context_scale: float = 0.5, crop_divisible: int = 8, hr_slide_stride: Sequence[int] = (256, 256),
                  fixed_attention: float | None = None, test_window: Sequence[int] | None = (1024, 1024),
-                 test_stride: Sequence[int] | None = (512, 512)):
+                 test_stride: Sequence[int] | None = (512, 512), test_merge: str = "input"):
         # The base's encoder, decode head and input normalisation, shared by both scales (parameter
         # names stay "backbone.*" / "decode_head.*").
         super().__init__(base.backbone, base.decode_head, base.preprocess.spec, align_corners=base.align_corners)
@@ -65,6 +87,9 @@ class HRDASegmentor(EncoderDecoder):
         self.fixed_attention = fixed_attention  # HRDA ablation "fixedatt": a = const
         self.test_window = tuple(int(v) for v in test_window) if test_window else None
         self.test_stride = tuple(int(v) for v in (test_stride or test_window)) if test_window else None
+        if test_merge not in TEST_MERGES:
+            raise ValueError(f"HRDA test_merge must be one of {TEST_MERGES}, got {test_merge!r}")
+        self.test_merge = test_merge
 
     # -- the parts ------------------------------------------------------------------------
     def context_view(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,41 +139,64 @@ class HRDASegmentor(EncoderDecoder):
         """The auxiliary head on the context view (the whole input at ``context_scale``)."""
         return self.aux_head(self.backbone(self.context_view(x)))
 
-    def _slide(self, x: torch.Tensor, window, stride, fn) -> torch.Tensor:
-        """``fn`` (crops → logits at a common stride) over overlapping windows of ``x``, batched,
-        averaged where windows overlap."""
+    @staticmethod
+    def _average(parts: torch.Tensor, windows, batch: int, scale: float) -> torch.Tensor:
+        """Per-window outputs ``parts`` (window-major: [n·B, C, h, w]) summed into a canvas at
+        ``1 / scale`` of the windows' input coordinates (each box divided by ``scale`` and rounded
+        down, as the reference maps boxes) and divided by the per-pixel window count."""
+        boxes = [tuple(int(v / scale) for v in box) for box in windows]
+        size = (max(b[1] for b in boxes), max(b[3] for b in boxes))
+        total = parts.new_zeros((batch, parts.shape[1], *size), dtype=torch.float32)
+        count = parts.new_zeros((1, 1, *size), dtype=torch.float32)
+        for i, (y0, _, x0, _) in enumerate(boxes):
+            part = parts[i * batch:(i + 1) * batch]
+            total[:, :, y0:y0 + part.shape[-2], x0:x0 + part.shape[-1]] += part
+            count[:, :, y0:y0 + part.shape[-2], x0:x0 + part.shape[-1]] += 1
+        if bool((count == 0).any()):
+            raise RuntimeError("HRDA: the sliding windows leave part of the input uncovered")
+        return (total / count).to(parts.dtype)
+
+    def _hr_slide(self, x: torch.Tensor) -> torch.Tensor:
+        """HR logits over the whole of ``x``: ``hr_crop_size`` windows at ``hr_slide_stride``,
+        batched, averaged on the stride-4 grid (the reference's ``decode_hr``)."""
         from udaseg.engine.inference import slide_windows
 
-        windows = slide_windows(x.shape[-2], x.shape[-1], window, stride)
-        logits = fn(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows]))
-        b = x.shape[0]
-        step = (windows[0][1] - windows[0][0]) / logits.shape[-2]
-        size = (round(x.shape[-2] / step), round(x.shape[-1] / step))
-        total = logits.new_zeros((b, logits.shape[1], *size))
-        count = logits.new_zeros((1, 1, *size))
-        for i, (y0, y1, x0, x1) in enumerate(windows):
-            fy0, fx0 = round(y0 / step), round(x0 / step)
-            part = logits[i * b:(i + 1) * b]
-            total[:, :, fy0:fy0 + part.shape[-2], fx0:fx0 + part.shape[-1]] += part
-            count[:, :, fy0:fy0 + part.shape[-2], fx0:fx0 + part.shape[-1]] += 1
-        return total / count
+        windows = slide_windows(x.shape[-2], x.shape[-1], self.hr_crop_size, self.hr_slide_stride)
+        logits = self.decode_head(self.backbone(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows])))
+        scale = (windows[0][1] - windows[0][0]) / logits.shape[-2]  # the head's output stride (4)
+        return self._average(logits, windows, x.shape[0], scale)
 
     def _forward_crop(self, x: torch.Tensor) -> torch.Tensor:
-        """One training-crop-sized input without a box: HR windows everywhere, fused."""
+        """One training-crop-sized input without a box: HR windows everywhere, fused (stride 4)."""
         lr_logits, attention, _ = self._context(x)
-        hr = self._slide(x, self.hr_crop_size, self.hr_slide_stride, lambda c: self.decode_head(self.backbone(c)))
+        hr = self._hr_slide(x)
         return self._fuse(lr_logits, attention, hr, tuple(hr.shape[-2:]))
+
+    def _test_slide(self, x: torch.Tensor) -> torch.Tensor:
+        """HRDA's test-time slide over an input larger than ``test_window``: the windows fused by
+        :meth:`_forward_crop` in one batch, then averaged as ``test_merge`` says."""
+        from udaseg.engine.inference import slide_windows
+
+        windows = slide_windows(x.shape[-2], x.shape[-1], self.test_window, self.test_stride)
+        logits = self._forward_crop(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows]))
+        window_size = (windows[0][1] - windows[0][0], windows[0][3] - windows[0][2])
+        if self.test_merge == "input":
+            # The reference: every window's logits at its own input size, averaged there.
+            return self._average(_resize(logits, window_size, self.align_corners), windows, x.shape[0], 1.0)
+        return self._average(logits, windows, x.shape[0], window_size[0] / logits.shape[-2])
 
     def forward(self, x: torch.Tensor, return_features: bool = False, train_crop: bool = False, aux: bool = False):
         """``train_crop=True``: :meth:`forward_train` (so that it runs through a DDP wrapper).
         Otherwise (pseudo-labels, test) no box: inputs larger than ``test_window`` are covered by
         overlapping ``test_window`` windows at ``test_stride`` (HRDA's test-time slide), each
-        window fused from its context and HR windows."""
+        window fused from its context and HR windows; the result is then at the input resolution
+        (``test_merge="input"``, the default) or at stride 4 (``"logits"``). Smaller inputs:
+        stride-4 fused logits."""
         if train_crop:
             return self.forward_train(x, aux=aux)
         h, w = x.shape[-2:]
         if self.test_window is not None and (h > self.test_window[0] or w > self.test_window[1]):
-            fused = self._slide(x, self.test_window, self.test_stride, self._forward_crop)
+            fused = self._test_slide(x)
         else:
             fused = self._forward_crop(x)
         if return_features:
@@ -178,8 +226,8 @@ def hrda_loss(fused, hr, box, label, weight=None, *, hr_weight: float = 0.1, nor
 
 def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASegmentor:
     """``model.hrda`` options: hr_crop_size (512²), context_scale (0.5), crop_divisible (8),
-    hr_slide_stride (256²), test_window (1024²) and test_stride (512²), attention_embed_dim (256),
-    fixed_attention (null)."""
+    hr_slide_stride (256²), test_window (1024²), test_stride (512²), test_merge ("input"; see the
+    module docstring), attention_embed_dim (256), fixed_attention (null)."""
     from udaseg.models.heads.daformer import DAFormerHead
 
     options = dict(options)
@@ -187,7 +235,7 @@ def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASeg
     head = DAFormerHead(base.backbone.channels, base.backbone.strides, num_classes, embed_dim=embed,
                         fusion="conv1x1", dropout=0.1, align_corners=base.align_corners)
     allowed = {"hr_crop_size", "context_scale", "crop_divisible", "hr_slide_stride", "fixed_attention", "test_window",
-               "test_stride"}
+               "test_stride", "test_merge"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         from udaseg.errors import ConfigError
