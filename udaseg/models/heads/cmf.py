@@ -23,6 +23,17 @@ inference. For stages f1…f4 (a 512×512 crop, MiT-B5):
 8. **Fusion**: concat(F, S'') → Dropout2d(0.1) → 1×1 classifier (``classifier="1x1"``, the
    version the paper ran); ``"3x3proj"`` inserts a 3×3 conv (C + K → C, no norm/act) first, the
    later commit's variant.
+
+**Gradient parity with the reference** (``tests/models/test_tigda_head.py``, a re-statement of
+``CMFHeadContext.forward``/``cls_seg`` and mmseg's CE on this head's weights, fp32, CPU): every
+parameter's gradient, ``embed_layers.0.proj.weight`` included, agrees to a few 1e-6 of its largest
+entry, and no stop-gradient, ``.data`` or in-place op is on either side's path from the embed
+layers to the loss. The two sides use formulas that differ but give the same gradients:
+``F.normalize`` vs ``x / x.norm()`` (they differ only below a norm of 1e-12), one batched pass
+vs the reference's loop over images, ``/ τ`` vs a scale built as exp(log(1/τ)) (the same fp32
+value, 14.285714), and ``max(dim).values`` vs ``max(dim)[0]`` (ties routed to the same index).
+The text branch and the image vector (the last stage only) carry no gradient into
+``embed_layers.0`` in either version.
 """
 
 from __future__ import annotations
