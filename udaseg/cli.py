@@ -142,6 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     model, cfg = load_network(args.source, args.network, device)
+    print(f"checkpoint: {model.checkpoint_path} ({args.network})")
     if args.label_space and args.label_space != cfg.benchmark.label_space:
         raise UdasegError(f"the model predicts {cfg.benchmark.label_space}; --label-space {args.label_space} differs")
     if args.dataset:
@@ -244,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: runs/<benchmark>/<method>_<model>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--force", action="store_true", help="with --resume: accept a config that differs from the run's")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
+                        "(it can run code from the file: only for files you trust); warns per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -277,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which network of the checkpoint (default: student)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (eval.json schema)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
+                        "(it can run code from the file: only for files you trust); warns per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -301,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--network", choices=("student", "teacher"), default="student")
     p.add_argument("--video-stride", type=int, default=1, help="every N-th frame of a video (default 1)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
+                        "(it can run code from the file: only for files you trust); warns per file")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
@@ -379,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "trust_checkpoint", False):
+            from udaseg.models.weights import checkpoint_trust
+
+            with checkpoint_trust(True):
+                return args.func(args)
         return args.func(args)
     except UdasegError as err:
         print(f"udaseg: error: {err}", file=sys.stderr)

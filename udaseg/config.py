@@ -183,6 +183,9 @@ class TrainConfig:
     # Files the method receives, loaded by the trainer (udaseg.engine.checkpoint.load_input): name →
     # a .pt file of tensors, or RUN_DIR[:NETWORK] for that network's weights (e.g. a translator).
     inputs: dict[str, str] = field(default_factory=dict)
+    # The opt-in to read files that hold more than tensors (model.init_from, model.pretrained,
+    # inputs, --resume) with the full unpickler, which can run code from the file; warns per file.
+    trust_checkpoint: bool = False
 
 
 _CHOICES = {

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from udaseg.errors import UdasegError
+from udaseg.models.weights import read_torch_file
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
@@ -31,25 +32,35 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UdasegError(f"checkpoint not found: {path}")
+    """A udaseg checkpoint, read without running code from it (tensors and plain containers only;
+    :func:`udaseg.models.weights.read_torch_file`)."""
+    state = read_torch_file(path, map_location=map_location, what="checkpoint")
+    if not isinstance(state, dict):
+        raise UdasegError(f"{path} is not a udaseg checkpoint (it holds a {type(state).__name__}, not a dict)")
+    return state
+
+
+def _selects_on_val(cfg_path: Path) -> bool:
+    import yaml
+
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise UdasegError(f"cannot read checkpoint {path}: {err}") from None
+        return bool((yaml.safe_load(cfg_path.read_text()) or {}).get("select_on_val", False))
+    except (OSError, yaml.YAMLError) as err:
+        raise UdasegError(f"cannot read {cfg_path}: {err}") from None
 
 
 def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
-    """``(config.yaml, checkpoint)`` of a run directory or of a checkpoint file inside one
-    (``RUN/checkpoints/last.pt``, or ``best.pt`` where the run selected on val with
-    ``select_on_val``; a config.yaml beside the file is accepted too)."""
+    """``(config.yaml, checkpoint)`` of a run directory or of a checkpoint file inside one: the
+    run's result network — ``checkpoints/last.pt``, or ``best.pt`` only where the run's own
+    config selected on val (``select_on_val``), so a ``best.pt`` dropped into a shared run
+    directory is never preferred. A config.yaml beside the file is accepted too."""
     source = Path(source)
     if source.is_dir():
-        best = source / "checkpoints" / "best.pt"
-        cfg, ckpt = source / "config.yaml", best if best.exists() else source / "checkpoints" / "last.pt"
+        cfg = source / "config.yaml"
         if not cfg.exists():
             raise UdasegError(f"{source} is not a udaseg run directory (no config.yaml)")
+        best = source / "checkpoints" / "best.pt"
+        ckpt = best if best.exists() and _selects_on_val(cfg) else source / "checkpoints" / "last.pt"
         if not ckpt.exists():
             raise UdasegError(f"{source} has no checkpoint yet ({ckpt} is missing); resume the run with "
                               f"udaseg train --resume --out {source}")
@@ -60,7 +71,8 @@ def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
         if candidate.exists():
             return candidate, source
     raise UdasegError(f"{source}: no config.yaml beside it or in its run directory; the model is built "
-                      "from the run's config (keep the checkpoint inside its run directory)")
+                      "from the run's config (keep the checkpoint inside its run directory). A checkpoint "
+                      "released with a paper: udaseg convert FILE --model PRESET --benchmark NAME --out RUN")
 
 
 def network_weights(source: str | os.PathLike, network: str = "student") -> tuple[dict, Path, Path]:
@@ -86,7 +98,8 @@ def network_weights(source: str | os.PathLike, network: str = "student") -> tupl
 
 def load_network(source: str | os.PathLike, network: str = "student", device: str | torch.device = "cpu"):
     """The ``network`` (student, teacher …) of a udaseg run or checkpoint, in eval mode on
-    ``device``, with the run's resolved config: ``(model, cfg)``."""
+    ``device``, with the run's resolved config: ``(model, cfg)``. ``model.checkpoint_path`` names
+    the file the weights came from (commands print it)."""
     from omegaconf import OmegaConf
 
     from udaseg import config as config_lib
@@ -99,6 +112,7 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
     model_cfg["pretrained"] = model_cfg["init_from"] = None  # the checkpoint holds every weight
     model = create_model(model_cfg, num_classes=get_label_space(cfg.benchmark.label_space).num_classes)
     load_state_dict_strict(model, weights, source=f"{ckpt_path} [{network}.*]")
+    model.checkpoint_path = ckpt_path
     return model.to(device).eval(), cfg
 
 
@@ -110,9 +124,6 @@ def load_input(spec: str, key: str = "inputs") -> Any:
         path, network = str(spec), "student"
     if Path(path).is_dir() or Path(path).name == "last.pt":
         return network_weights(path, network)[0]
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UdasegError(f"{key}: {path} does not exist (written by an earlier stage?)") from None
-    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
-        raise UdasegError(f"{key}: cannot read {path} as a torch file of tensors: {err}") from None
+    if not Path(path).exists():
+        raise UdasegError(f"{key}: {path} does not exist (written by an earlier stage?)")
+    return read_torch_file(path, what=key)

@@ -93,6 +93,7 @@ def run_predict(args) -> int:
 
     device = pick_device(args.device)
     model, cfg = load_network(args.source, args.network, device)
+    print(f"checkpoint: {model.checkpoint_path} ({args.network})")
     label_space = get_label_space(cfg.benchmark.label_space)
     val = cfg.benchmark.val[0] if cfg.benchmark.val else None
     mode = args.mode or (val.mode if val else "whole")

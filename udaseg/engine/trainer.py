@@ -48,6 +48,7 @@ from udaseg import config as config_lib
 from udaseg.data.catalog import get_label_space
 from udaseg.engine import dist
 from udaseg.engine.checkpoint import load_checkpoint, save_atomic
+from udaseg.models.weights import checkpoint_trust
 from udaseg.errors import ConfigError, DataError, UdasegError
 
 SOURCE_STREAM, TARGET_STREAM = 0, 1
@@ -91,16 +92,30 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states as tensors and plain numbers (a checkpoint holds nothing else, so it is
+    read with ``torch.load(weights_only=True)``)."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`rng_state`'s states (also the raw tuples of checkpoints before 0.1.0)."""
+    py, npy = state["python"], state["numpy"]
+    if isinstance(py, dict):
+        py = (py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"])
+    if isinstance(npy, dict):
+        npy = ("MT19937", npy["keys"].cpu().numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+               npy["cached_gaussian"])
+    random.setstate(py)
+    np.random.set_state(npy)
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -385,7 +400,15 @@ def _all_finite(values: dict[str, float], device: torch.device) -> bool:
 # ---------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
           cli_args: list[str] | None = None, progress: bool = True) -> dict:
-    """Run (or resume) one training run; returns the final ``eval.json`` content."""
+    """Run (or resume) one training run; returns the final ``eval.json`` content. Files it reads
+    (``--resume``'s checkpoint, ``model.init_from``, ``model.pretrained``, ``inputs``) never run
+    code unless the config says ``trust_checkpoint: true``."""
+    with checkpoint_trust(cfg.trust_checkpoint):
+        return _train(cfg, run_dir, resume=resume, force=force, cli_args=cli_args, progress=progress)
+
+
+def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_args: list[str] | None,
+           progress: bool) -> dict:
     from udaseg.methods import MethodContext, create_method, get_method_class
 
     # 1. Set-up.

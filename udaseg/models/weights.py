@@ -17,14 +17,27 @@ pickles of a state dict, possibly wrapped in ``state_dict``/``model``; or ``.saf
 ``http(s)://`` URL (cached by ``torch.hub``), or ``hf-hub:<org>/<repo>[/<file>]`` (cached by
 ``huggingface_hub``; honours ``HF_HUB_OFFLINE``). Nothing here downloads unless the user names
 a URL or hub id.
+
+**Nothing read runs code.** A ``.pt``/``.pth`` file is a pickle, and unpickling may call any
+function the file names. :func:`read_torch_file` — the one place udaseg reads a torch file — uses
+``torch.load(weights_only=True)``: tensors, plain containers and numbers, plus numpy's data
+constructors (scalars, dtypes, arrays — the only classes the ``meta`` of released mmcv/mmseg
+checkpoints carries besides strings). Anything else is refused with a one-line error naming the
+file and the offending global. The full unpickler runs only under the explicit opt-in
+:func:`trust_checkpoints` (``--trust-checkpoint`` on the command line, ``trust_checkpoint=true``
+in a training config), and then with a warning naming the file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+import sys
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +65,92 @@ def _listing(keys: list[str]) -> str:
     return shown + more
 
 
+_TRUST = {"full_pickle": False}
+
+
+def trust_checkpoints(enabled: bool = True) -> None:
+    """The opt-in that lets :func:`read_torch_file` fall back to the full unpickler (which can run
+    code from the file) for files that hold objects beyond tensors, containers and numpy data
+    (e.g. a training script's options object pickled beside the weights). Off by default; every
+    such read warns, naming the file. (udaseg's own checkpoints never need it: even those before
+    0.1.0, whose numpy RNG state is numpy data.)"""
+    _TRUST["full_pickle"] = bool(enabled)
+
+
+@contextmanager
+def checkpoint_trust(enabled: bool):
+    """:func:`trust_checkpoints` for the duration of a block (switched on when ``enabled`` or
+    already on), then restored."""
+    before = _TRUST["full_pickle"]
+    _TRUST["full_pickle"] = before or bool(enabled)
+    try:
+        yield
+    finally:
+        _TRUST["full_pickle"] = before
+
+
+def _numpy_data_globals() -> list:
+    """numpy's data constructors, allowed by name under both module spellings (``numpy.core``
+    before numpy 2, ``numpy._core`` since): they rebuild numbers and arrays, never call code."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+    allowed = [np.dtype, np.ndarray]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(scalar, f"{module}.scalar"), (reconstruct, f"{module}._reconstruct")]
+    allowed += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return allowed
+
+
+def _unpickler_complaint(err: Exception) -> tuple[str | None, str]:
+    """(the global a weights-only read refused, e.g. ``os.system``, or None; torch's complaint in
+    one line) from torch's long message."""
+    text = str(err)
+    marker = "Unsupported global: GLOBAL "
+    if marker in text:
+        refused = text.split(marker, 1)[1].split()[0]
+        return refused, f"it names {refused}"
+    detail = " ".join(text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0].split())
+    return None, detail or type(err).__name__
+
+
+def read_torch_file(path: str | os.PathLike, *, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load`` that never runs code from the file (see the module docstring): a file that
+    needs more than tensors, containers and numpy data is refused with a one-line
+    :class:`~udaseg.errors.UdasegError` — unless :func:`trust_checkpoints` was switched on."""
+    path = Path(path)
+    if not path.is_file():
+        raise UdasegError(f"{what} not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused, complaint = _unpickler_complaint(err)
+        if not _TRUST["full_pickle"]:
+            if refused is None:  # not a pickle of plain data at all (truncated, another format)
+                raise UdasegError(f"cannot read {what} {path}: not a torch file of tensors ({complaint})") from None
+            raise UdasegError(
+                f"{what} {path}: refused to unpickle {refused} — reading it could run code from the file; "
+                "udaseg reads tensors and plain containers only. If you trust the file, pass --trust-checkpoint "
+                "(in a training config: trust_checkpoint=true)") from None
+        message = (f"--trust-checkpoint: reading {path} with the full unpickler ({complaint}); "
+                   "this runs whatever code the file names")
+        log.warning(message)
+        print(f"WARNING: {message}", file=sys.stderr)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as err2:  # noqa: BLE001 - a broken file under the opt-in
+            raise UdasegError(f"cannot read {what} {path}: {_first_line(err2)}") from None
+    except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file …
+        raise UdasegError(f"cannot read {what} {path}: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from a file, URL, ``hf-hub:`` id or an in-memory mapping."""
     if isinstance(source, Mapping):
@@ -61,7 +160,7 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
         if text.startswith("hf-hub:"):
             state = _read_hf_hub(text[len("hf-hub:"):])
         elif text.startswith(("http://", "https://")):
-            state = torch.hub.load_state_dict_from_url(text, map_location="cpu", weights_only=False)
+            state = _read_url(text)
         else:
             path = Path(text).expanduser()
             if not path.is_file():
@@ -78,13 +177,19 @@ def _read_file(path: Path) -> Mapping:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - old pickles (numpy scalars in metadata) need the full unpickler
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise UdasegError(f"cannot read weights file {path}: {err}") from None
+    return read_torch_file(path, what="weights file")
+
+
+def _read_url(url: str) -> Mapping:
+    """A URL's file, downloaded into torch.hub's cache, then read like a local file."""
+    from urllib.parse import urlparse
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    path = cache / os.path.basename(urlparse(url).path)
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    return _read_file(path)
 
 
 def _read_hf_hub(spec: str) -> Mapping:

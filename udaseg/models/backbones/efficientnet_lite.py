@@ -183,22 +183,10 @@ def read_lite0_weights(source: str | os.PathLike | None = None) -> dict[str, tor
 
 def _read_lite0(path: Path) -> tuple[dict[str, torch.Tensor], str, str]:
     """(state in timm names, the file's layout, the prefix stripped)."""
-    state = _read_without_pickle(path)
+    state = read_state_dict(path)  # never the full unpickler
     layout, prefix = _layout(state, str(path))
     state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
     return (lite0_to_timm(state, source=str(path)) if layout == "lukemelas" else state), layout, prefix
-
-
-def _read_without_pickle(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UdasegError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        return read_state_dict(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - never fall back to the full unpickler for these files
-        raise UdasegError(f"cannot read weights file {path} as tensors (torch.load weights_only=True): {err}") from None
-    return read_state_dict(state)  # unwraps {"state_dict": …} and drops non-tensors
 
 
 def _layout(state: Mapping[str, torch.Tensor], source: str) -> tuple[str, str]:
