@@ -132,8 +132,8 @@ def proda_head_name(name: str) -> str:
 
 def proda_keys(state: dict) -> dict:
     """ProDA's ResNet101: conv1, bn1, layer1…4, layer5 = Classifier_Module2."""
-    return {(k[len("backbone."):] if k.startswith("backbone.") else "layer5." + proda_head_name(k[len("decode_head."):])): v
-            for k, v in state.items()}
+    return {k[len("backbone."):] if k.startswith("backbone.") else "layer5." + proda_head_name(k[len("decode_head."):]):
+            v for k, v in state.items()}
 
 
 def diga_keys(state: dict) -> dict:
@@ -185,7 +185,7 @@ def test_plain_mmseg_checkpoint_and_forced_layout():
     assert_same_logits(MIT_DAFORMER, model, state)
 
 
-def test_daformer_segformer_head_in_dafomer_code_names():
+def test_segformer_head_of_the_daformer_code():
     """The SegFormerHead of the DAFormer/HRDA code: linear_c.{i} in stage order, unused conv_seg."""
     model = randomised_model(MIT_SEGFORMER, 1)
     ref = {}

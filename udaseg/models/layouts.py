@@ -85,7 +85,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from udaseg.models.weights import CheckpointMismatchError, mismatch_error
+from udaseg.models.weights import mismatch_error
 
 Rules = tuple[tuple[str, str], ...]
 
@@ -210,10 +210,10 @@ def _strip_wrapping(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_container(checkpoint: Mapping[str, Any]) -> tuple[Container, dict[str, torch.Tensor]]:
+def _read_container(checkpoint: Mapping[str, Any], source: str) -> tuple[Container, dict[str, torch.Tensor]]:
     """The container of the file and its tensors (for ``dacs``/``flat``: the state dict's)."""
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointMismatchError(f"a checkpoint must be a mapping, got {type(checkpoint).__name__}")
+        raise mismatch_error(f"{source}: a checkpoint must be a mapping, got {type(checkpoint).__name__}", {})
     method = checkpoint.get("method")
     if isinstance(method, Mapping) and isinstance(method.get("modules"), Mapping):
         return _UDASEG, _tensors(method["modules"])
@@ -306,6 +306,26 @@ def _fit_counters(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor
 
 # -- the entry point -------------------------------------------------------------------------
 
+def _choose_layout(container: Container, weights: Mapping[str, torch.Tensor], layout: str, source: str) -> Layout:
+    if layout != "auto":
+        return _LAYOUTS_BY_NAME[layout]
+    if container is _UDASEG:
+        return _LAYOUTS_BY_NAME["udaseg"]
+    return detect_layout(list(weights), source)
+
+
+def _misfits(state: Mapping[str, torch.Tensor], origin: Mapping[str, str],
+             own: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Missing, unexpected (by the file's name) and wrongly shaped tensors of ``state`` for ``own``."""
+    def named(key: str) -> str:
+        return key if origin.get(key, key) == key else f"{origin[key]} (as {key})"
+
+    return {"missing": sorted(set(own) - set(state)),
+            "unexpected": sorted(named(k) for k in set(state) - set(own)),
+            "shape mismatch": sorted(f"{origin.get(k, k)} (file {tuple(v.shape)} vs model {tuple(own[k].shape)})"
+                                     for k, v in state.items() if k in own and v.shape != own[k].shape)}
+
+
 def convert_reference(checkpoint: Mapping[str, Any], model: nn.Module, *, network: str = "student",
                       layout: str = "auto", source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
     """The weights of ``network`` in a reference checkpoint, under ``model``'s names.
@@ -322,25 +342,15 @@ def convert_reference(checkpoint: Mapping[str, Any], model: nn.Module, *, networ
     the network (listing those it has), when no layout fits, or when any tensor does not fit.
     """
     if layout != "auto" and layout not in _LAYOUTS_BY_NAME:
-        raise CheckpointMismatchError(f"unknown checkpoint layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
-    container, file_state = _read_container(checkpoint)
+        raise mismatch_error(f"{source}: unknown checkpoint layout {layout!r}; known: auto, {', '.join(LAYOUTS)}", {})
+    container, file_state = _read_container(checkpoint, source)
     weights, stray = _split_network(container, file_state, network, source)
-    if container is _UDASEG:
-        chosen = _LAYOUTS_BY_NAME["udaseg" if layout == "auto" else layout]
-    else:
-        chosen = detect_layout(list(weights), source) if layout == "auto" else _LAYOUTS_BY_NAME[layout]
+    chosen = _choose_layout(container, weights, layout, source)
     state, origin, clashes = _apply_layout(chosen, weights)
     own = model.state_dict()
     state = _fit_counters(state, own)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(f"{origin.get(k, k)}" + (f" (as {k})" if origin.get(k, k) != k else "")
-                        for k in set(state) - set(own))
-    shapes = sorted(f"{origin.get(k, k)} (file {tuple(v.shape)} vs model {tuple(own[k].shape)})"
-                    for k, v in state.items() if k in own and v.shape != own[k].shape)
-    if missing or unexpected or shapes or clashes or stray:
-        raise mismatch_error(
-            f"{source}: the {network} network in the {chosen.name} layout ({container.name} file) does not fit "
-            "this model (a checkpoint of another model or config?)",
-            {"missing": missing, "unexpected": unexpected, "shape mismatch": shapes,
-             "two keys for one tensor": clashes, "outside any network": stray})
+    problems = {**_misfits(state, origin, own), "two keys for one tensor": clashes, "outside any network": stray}
+    if any(problems.values()):
+        raise mismatch_error(f"{source}: the {network} network in the {chosen.name} layout ({container.name} file) "
+                             "does not fit this model (a checkpoint of another model or config?)", problems)
     return state, chosen.name
