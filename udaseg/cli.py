@@ -176,6 +176,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from udaseg.engine.convert import convert_checkpoint
+
+    config_args = [f"model={args.model}", f"benchmark={args.benchmark}", *args.config]
+    networks = ("student", "teacher") if args.network == "both" else (args.network,)
+    record = convert_checkpoint(args.checkpoint, args.out, config_args, layout=args.layout, networks=networks,
+                                force=args.force)
+    print(f"converted {args.checkpoint} ({record['layout']} layout): {', '.join(record['networks'])}")
+    for network, why in record["not_converted"].items():
+        print(f"  no {network}: {why}")
+    print(f"run directory: {args.out}\n  evaluate: udaseg eval {args.out}"
+          + (f" [--network teacher]" if "teacher" in record["networks"] else ""))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from udaseg.engine.predict import run_predict
 
@@ -250,6 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "(it can run code from the file: only for files you trust); warns per file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "convert", help="a checkpoint released with a paper (DAFormer, HRDA, MIC, TigDA, EBDA, DiGA) → a run directory",
+        formatter_class=_formatter,
+        description="Map every tensor of an authors' checkpoint onto udaseg's model of the given preset "
+                    "(strictly: a checkpoint of another model is an error listing what does not fit) and write "
+                    "a run directory that eval, predict and model.init_from read.",
+        epilog="examples:\n"
+               "  udaseg convert daformer_gta2cs.pth --model mitb5_daformer --benchmark gta2cs --out runs/daformer_rel\n"
+               "  udaseg convert mic_gta2cs.pth --model mitb5_hrda --benchmark gta2cs_hr --out runs/mic_rel\n"
+               "  udaseg eval runs/mic_rel --network teacher")
+    p.add_argument("checkpoint", metavar="FILE", help="the released checkpoint (.pth/.pt)")
+    p.add_argument("config", nargs="*", metavar="key=value", help="further config overrides (e.g. data_root=…)")
+    p.add_argument("--model", required=True, help="the model preset it belongs to (configs/model: mitb5_daformer, "
+                                                   "mitb5_hrda, deeplabv2_r101_proda, …)")
+    p.add_argument("--benchmark", required=True, help="the benchmark it was trained for (gta2cs, gta2cs_hr, …)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--layout", default="auto", help="the file's layout (default: detected from its key names)")
+    p.add_argument("--network", choices=("student", "teacher", "both"), default="both",
+                   help="which networks to convert (default: both where the file holds an EMA teacher)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read a file holding objects beyond tensors and plain data with the full unpickler "
+                        "(it can run code from the file: only for files you trust); warns")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
         "eval", help="evaluate a run or checkpoint, or score saved prediction PNGs", formatter_class=_formatter,

@@ -67,12 +67,21 @@ def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
         return cfg, ckpt
     if not source.is_file():
         raise UdasegError(f"{source}: no such run directory or checkpoint file")
-    for candidate in (source.parent / "config.yaml", source.parent.parent / "config.yaml"):
-        if candidate.exists():
-            return candidate, source
+    cfg = run_config_of(source)
+    if cfg is not None:
+        return cfg, source
     raise UdasegError(f"{source}: no config.yaml beside it or in its run directory; the model is built "
                       "from the run's config (keep the checkpoint inside its run directory). A checkpoint "
                       "released with a paper: udaseg convert FILE --model PRESET --benchmark NAME --out RUN")
+
+
+def run_config_of(checkpoint: Path) -> Path | None:
+    """The config.yaml of the run directory a checkpoint file belongs to (beside it or one level
+    up), or None for a file outside any run (e.g. a checkpoint released with a paper)."""
+    for candidate in (checkpoint.parent / "config.yaml", checkpoint.parent.parent / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def network_weights(source: str | os.PathLike, network: str = "student") -> tuple[dict, Path, Path]:

@@ -463,6 +463,9 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
             raise UdasegError(f"rank {dist.rank()} cannot see {last_checkpoint(run_dir)}: the run directory must be "
                               "on a filesystem shared by every node")
         state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
+        if "converted_from" in state:
+            raise UdasegError(f"{run_dir} holds a converted checkpoint, not a training run to resume; fine-tune "
+                              f"from it with model.init_from={run_dir}")
         method.load_checkpoint_state(state["method"])
         start_iter, elapsed_before = state["iter"], state.get("elapsed", 0.0)
         best = state.get("best")

@@ -23,7 +23,9 @@ Config keys (a dict or OmegaConf mapping; ``configs/model/*.yaml`` hold presets)
                        defaults): a depth-aware segmentor whose ``forward(x, with_depth=True)``
                        also returns inverse depth; ``forward(x)`` stays logits only
 ``init_from``          null, or a udaseg run directory / checkpoint whose student (``RUN:teacher``
-                       for another network) gives every weight, strictly (after ``pretrained``)
+                       for another network) gives every weight, strictly (after ``pretrained``);
+                       also a checkpoint released with a paper (``FILE[:teacher]``, any layout of
+                       :mod:`.layouts`)
 ``name``               free label (ignored here)
 =====================  ======================================================================
 """
@@ -148,12 +150,19 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
 
 def init_from_run(model: nn.Module, source: str) -> None:
     """Load every weight of ``model`` from a udaseg run directory or checkpoint: its student, or
-    another network with ``RUN:NAME`` (e.g. ``runs/x:teacher``). Strict: the run must have trained
-    the same architecture."""
-    from udaseg.engine.checkpoint import network_weights
-    from udaseg.models.weights import load_state_dict_strict
+    another network with ``RUN:NAME`` (e.g. ``runs/x:teacher``) — or from a checkpoint released
+    with a paper (a file outside any run directory, in one of :data:`udaseg.models.layouts.LAYOUTS`;
+    ``FILE:teacher`` for its EMA model). Strict: the file must hold the same architecture."""
+    from udaseg.engine.checkpoint import network_weights, run_config_of
+    from udaseg.models.layouts import convert_reference
+    from udaseg.models.weights import load_state_dict_strict, read_torch_file
 
     path, _, network = source.rpartition(":") if ":" in Path(source).name else (source, "", "student")
+    if Path(path).is_file() and run_config_of(Path(path)) is None:  # a released checkpoint
+        weights, layout = convert_reference(read_torch_file(path), model, network=network, source=path)
+        load_state_dict_strict(model, weights, source=f"model.init_from: {path} [{layout}, {network}]")
+        log.info("model: every weight loaded from %s (%s layout, %s)", path, layout, network)
+        return
     weights, _, ckpt_path = network_weights(path, network)
     load_state_dict_strict(model, weights, source=f"model.init_from: {ckpt_path} [{network}.*]")
     log.info("model: every weight loaded from %s (%s)", ckpt_path, network)
