@@ -83,3 +83,10 @@ def test_convert_with_the_wrong_model_lists_what_does_not_fit(released, tmp_path
     err = capsys.readouterr().err
     assert "shape mismatch" in err or "missing" in err, err
     assert not out.exists() and not list(tmp_path.glob(".wrong.*"))  # nothing half-written
+
+
+def test_pretrained_takes_the_backbone_of_a_released_checkpoint(released):
+    path, student, _ = released
+    model = create_model({**MODEL, "pretrained": str(path)}, num_classes=19)
+    own = student.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items() if k.startswith("backbone."))

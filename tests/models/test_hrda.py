@@ -165,3 +165,13 @@ def test_attention_head_gets_the_head_learning_rate():
     head_params = {id(p) for g in groups if g["lr"] == 10.0 for p in g["params"]}
     assert all(id(p) in head_params for p in model.attention_head.parameters())
     assert not any(id(p) in head_params for p in model.backbone.parameters())
+
+
+def test_fixed_attention_builds_no_attention_head():
+    """HRDA's "fixedatt" ablation: a = const and no scale-attention weights (its checkpoints hold none)."""
+    model = create_model({**TINY, "hrda": {"hr_crop_size": [32, 32], "fixed_attention": 0.5}}, num_classes=19).eval()
+    assert model.attention_head is None and not any(k.startswith("attention_head.") for k in model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    fused, hr, box, _ = model.forward_train(x, box=(0, 32, 0, 32))
+    lr_logits, attention, _ = model._context(x)
+    assert torch.all(attention == 0.5) and torch.isfinite(fused).all()

@@ -72,7 +72,7 @@ def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
 
 
 class HRDASegmentor(EncoderDecoder):
-    def __init__(self, base: EncoderDecoder, attention_head: DecodeHead, hr_crop_size: Sequence[int] = (512, 512),
+    def __init__(self, base: EncoderDecoder, attention_head: DecodeHead | None, hr_crop_size: Sequence[int] = (512, 512),
                  context_scale: float = 0.5, crop_divisible: int = 8, hr_slide_stride: Sequence[int] = (256, 256),
                  fixed_attention: float | None = None, test_window: Sequence[int] | None = (1024, 1024),
                  test_stride: Sequence[int] | None = (512, 512), test_merge: str = "input"):
@@ -232,8 +232,11 @@ def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASeg
 
     options = dict(options)
     embed = int(options.pop("attention_embed_dim", 256))
-    head = DAFormerHead(base.backbone.channels, base.backbone.strides, num_classes, embed_dim=embed,
-                        fusion="conv1x1", dropout=0.1, align_corners=base.align_corners)
+    # A fixed attention (HRDA's "fixedatt" ablation) learns no attention head, as in the reference,
+    # so that its checkpoints load strictly.
+    head = None if options.get("fixed_attention") is not None else DAFormerHead(
+        base.backbone.channels, base.backbone.strides, num_classes, embed_dim=embed, fusion="conv1x1", dropout=0.1,
+        align_corners=base.align_corners)
     allowed = {"hr_crop_size", "context_scale", "crop_divisible", "hr_slide_stride", "fixed_attention", "test_window",
                "test_stride", "test_merge"}
     unknown = sorted(set(options) - allowed)
