@@ -121,17 +121,44 @@ class LabelValueError(DataError):
 # ---------------------------------------------------------------------------------------------
 # Readers. Module-level functions so that samples pickle into DataLoader and prepare workers.
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as ``uint8 [H, W, 3]`` RGB (grey and RGBA images are converted)."""
+    """An image file as ``uint8 [H, W, 3]`` RGB. Grey, palette and RGBA images are converted;
+    16-bit images (grey or RGB, PNG or TIFF) keep the high byte of each value (``v >> 8``).
+
+    Why ``>> 8`` rather than ``round(v / 257)``: it is what OpenCV's ``IMREAD_COLOR`` (the loader
+    of mmseg-based tools such as DAFormer) and Pillow's own 16-bit RGB decoder do, so a 16-bit
+    image reads exactly as those tools read it, and a 16-bit copy of an 8-bit image (``v * 257``)
+    reads back as the 8-bit original. Without this, Pillow's ``convert("RGB")`` clips 16-bit grey
+    to 255 (nearly white). Floating-point and 32-bit images have no agreed scale and are refused.
+    """
     try:
         with Image.open(path) as im:
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-            array = np.asarray(rgb)
+            if im.mode in ("RGB", "L", "P", "RGBA", "LA", "PA", "1", "CMYK", "YCbCr", "RGBX", "La", "RGBa"):
+                rgb = im if im.mode == "RGB" else im.convert("RGB")
+                return np.array(rgb)  # writable (torch.from_numpy warns on read-only arrays)
+            mode = im.mode
+            array = np.asarray(im)
     except FileNotFoundError:
         raise UnreadableFileError(f"image {path} does not exist; expected an image file", path) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UnreadableFileError(
-            f"cannot read image {path} ({err}); expected a complete, readable image file", path) from None
-    return array
+            f"cannot read image {path} ({_why_unreadable(path, err)}); expected a complete, readable image file",
+            path) from None
+    if mode.startswith("I;16") or (mode == "I" and array.size and 0 <= array.min() and array.max() <= 0xFFFF):
+        grey = (array.astype(np.uint16) >> 8).astype(np.uint8)  # mode "I": 16-bit PNGs in older Pillow
+        return np.repeat(grey[..., None], 3, axis=2)
+    kind = {"F": "32-bit floating point", "I": "32-bit integer"}.get(mode[:1], "multi-channel")
+    raise UnreadableFileError(
+        f"image {path} is a {kind} image (Pillow mode {mode}); expected an 8- or 16-bit RGB or grey image", path)
+
+
+def _why_unreadable(path: Path, err: BaseException) -> str:
+    """The decoder's complaint, or "0 bytes" for an empty file (the usual cause, and clearer)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "0 bytes"
+    except OSError:
+        pass
+    return str(err)
 
 
 def read_index_label(path: Path) -> np.ndarray:
@@ -145,7 +172,8 @@ def read_index_label(path: Path) -> np.ndarray:
         raise UnreadableFileError(f"label {path} does not exist; expected a label image", path) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UnreadableFileError(
-            f"cannot read label {path} ({err}); expected a complete single-channel label PNG", path) from None
+            f"cannot read label {path} ({_why_unreadable(path, err)}); expected a complete single-channel label PNG",
+            path) from None
     if array.dtype == bool:  # 1-bit masks
         array = array.astype(np.uint8)
     if array.ndim == 3:

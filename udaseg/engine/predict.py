@@ -19,7 +19,7 @@ import torch
 
 from udaseg.engine.export import export_prediction
 from udaseg.engine.inference import infer_logits
-from udaseg.errors import UdasegError
+from udaseg.errors import DataError, UdasegError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -33,10 +33,11 @@ class Frame:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    """The data layer's reader, so that predict sees what training and evaluation see (16-bit
+    images scaled to 8 bits, grey → RGB: :func:`udaseg.data.base.read_rgb`)."""
+    from udaseg.data.base import read_rgb
 
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+    return read_rgb(path)
 
 
 def _video_frames(path: Path, stride: int) -> Iterator[Frame]:
@@ -120,8 +121,8 @@ def run_predict(args) -> int:
                 for fmt in formats:
                     export_prediction(pred, out / frame.out_dir, frame.stem, fmt, label_space, image=frame.image)
                     written += 1
-        except (OSError, SyntaxError, ValueError) as err:
-            # PIL raises OSError/UnidentifiedImageError (an OSError) for files that are not images.
+        except (OSError, SyntaxError, ValueError, DataError) as err:
+            # read_rgb raises UnreadableFileError (a DataError) for files that are not images; OpenCV OSError.
             failed.append(path)
             print(f"udaseg predict: warning: skipped {path}: {err}", file=sys.stderr)
     print(f"wrote {written} file(s) to {out}" + (f"; {len(failed)} input(s) failed" if failed else ""))
