@@ -38,6 +38,10 @@ class Run:
     metrics: list[dict]
     env: dict
     train_seconds: float | None
+    # Where the run sits on the training-iteration axis: it continues ``start`` iterations of
+    # training (see :func:`start_iteration`) and runs ``iters`` more.
+    start: int = 0
+    iters: int | None = None
 
 
 @dataclass
@@ -78,6 +82,27 @@ def method_label(cfg: dict) -> str:
     return method.get("label") or method.get("name", "?")
 
 
+def start_iteration(cfg: dict, _depth: int = 0) -> int:
+    """The training iterations a run continues: ``schedule.offset`` where set (a run continuing one
+    schedule, e.g. a pipeline stage), else those of the run directory its ``model.init_from``
+    names (that run's start plus its ``iters``, recursively); 0 for a run from pretrained weights,
+    from a file outside any run directory, or whose initial run directory is gone."""
+    offset = int((cfg.get("schedule") or {}).get("offset") or 0)
+    init = (cfg.get("model") or {}).get("init_from")
+    if offset or not init or _depth > 16:
+        return offset
+    source = Path(str(init))
+    if not source.exists() and ":" in str(init):  # RUN:NETWORK (the teacher of a run)
+        source = Path(str(init).rpartition(":")[0])
+    try:
+        parent = yaml.safe_load((source / "config.yaml").read_text()) if source.is_dir() else None
+    except (OSError, yaml.YAMLError):
+        parent = None
+    if not isinstance(parent, dict) or not parent.get("iters"):
+        return 0
+    return start_iteration(parent, _depth + 1) + int(parent["iters"])
+
+
 def load_run(path: Path) -> Run:
     path = Path(path)
     cfg_path, eval_path = path / "config.yaml", path / "eval.json"
@@ -100,7 +125,8 @@ def load_run(path: Path) -> Run:
         label += " [best on target val]"
     return Run(path=path, benchmark=benchmark, label=label, model=cfg["model"]["name"],
                seed=int(cfg.get("seed", 0)), evals=evaluation.get("all") or [evaluation], metrics=metrics,
-               env=env, train_seconds=train_rows[-1]["time"] if train_rows else None)
+               env=env, train_seconds=train_rows[-1]["time"] if train_rows else None,
+               start=start_iteration(cfg), iters=cfg.get("iters"))
 
 
 def expand_run_dirs(paths: list) -> list[Path]:
@@ -189,7 +215,8 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
     pictures.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "",
              "Written by `udaseg report` from run directories; every number is the mean ± sample std "
-             "(ddof 1) over the seeds listed, evaluated on the final checkpoint of each run (no model "
+             "(ddof 1) over the seeds listed (\"± –\" where there is one seed: no spread is measured), "
+             "evaluated on the final checkpoint of each run (no model "
              "selection on target labels, except in rows marked [best on target val]). mIoU in %.", ""]
     if notes:
         lines += [notes.strip(), ""]
@@ -245,6 +272,10 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                         _plot_curves(bench_groups, pictures / f"{stem}_curves.png"),
                         _plot_confusions(bench_groups, classes, pictures / f"{stem}_confusion.png")):
             if picture is not None:
+                if picture.name.endswith("_confusion.png"):
+                    lines += [f"Confusion matrices on {eval_name} (summed over seeds), row-normalised: each row is a "
+                              "ground-truth class and shows the share of its labelled pixels predicted as each class "
+                              "(grey: a class with no labelled pixels).", ""]
                 lines += [f"![{picture.stem}]({pictures.name}/{picture.name})", ""]
         lines += _similar_pairs_table(bench_groups, classes)
         lines += _pseudo_label_precision_table(bench_groups, classes)
@@ -269,7 +300,9 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
             where = (f"{env.get('device', '?')}, {env.get('cpu_threads', '?')} threads, torch {env.get('torch', '?')}, "
                      f"world size {env.get('world_size', 1)}")
             took = f"; median training time {statistics.median(times) / 60:.1f} min" if times else ""
-            lines.append(f"- {g.label} / {g.model}: seeds {sorted(g.seeds)}; `{command}` (seed varied); {where}{took}")
+            seeds = (f"seeds {sorted(g.seeds)}; `{command}` (seed varied)" if len(g.runs) > 1 else
+                     f"one seed ({g.seeds[0]}; no spread measured); `{command}`")
+            lines.append(f"- {g.label} / {g.model}: {seeds}; {where}{took}")
         lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
@@ -347,8 +380,8 @@ def _entropy_table(groups: list[Group], eval_name: str) -> list[str]:
         cells = []
         for k in range(3):
             vals = [r[k] for r in per_run if r[k] is not None]
-            cells.append("–" if not vals else f"{statistics.fmean(vals):.3f}" + (
-                f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""))
+            cells.append("–" if not vals else f"{statistics.fmean(vals):.3f} ± " + (
+                f"{statistics.stdev(vals):.3f}" if len(vals) > 1 else "–"))
         rows.append(f"| {g.name} | " + " | ".join(cells) + " |")
     if not rows:
         return []
@@ -378,8 +411,9 @@ def _plt():
     return plt
 
 
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(plt, fig, path: Path, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")  # a legend placed outside the axes stays in
     plt.close(fig)
     return path
@@ -411,29 +445,44 @@ def _plot_per_class(groups: list[Group], classes: list[str], path: Path) -> Path
 
 
 def _plot_curves(groups: list[Group], path: Path) -> Path | None:
+    """Training loss and the logged evaluations (markers) of every run, on one iteration axis: a
+    run that continues another (``model.init_from``, ``schedule.offset``) starts where that one
+    ended (:func:`start_iteration`); the x-axis spans every run from its start to its last iteration."""
     plt = _plt()
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.4))
-    drawn = False
-    for g in groups:
+    drawn, evals_per_run, span = False, [], []
+    for gi, g in enumerate(groups):
         for i, run in enumerate(g.runs):
+            span += [run.start, run.start + (run.iters or 0)]
             train = [m for m in run.metrics if "eval" not in m]
             loss_keys = [k for k in (train[0] if train else {}) if k.startswith("loss")]
             if train and loss_keys:
                 total = [sum(m.get(k, 0.0) for k in loss_keys) for m in train]
-                ax_loss.plot([m["iter"] for m in train], total, alpha=0.7, color=f"C{groups.index(g)}",
+                ax_loss.plot([run.start + m["iter"] for m in train], total, alpha=0.7, color=f"C{gi}",
                              label=g.name if i == 0 else None)
+                span += [run.start + m["iter"] for m in train]
                 drawn = True
             evals = [m for m in run.metrics if m.get("eval") == g.eval_name and "mIoU" in m]
+            evals_per_run.append(len(evals))
             if evals:
-                ax_miou.plot([m["iter"] for m in evals], [m["mIoU"] * 100 for m in evals], marker="o", ms=3,
-                             alpha=0.7, color=f"C{groups.index(g)}", label=g.name if i == 0 else None)
+                ax_miou.plot([run.start + m["iter"] for m in evals], [m["mIoU"] * 100 for m in evals], marker="o",
+                             ms=5, alpha=0.8, color=f"C{gi}", label=g.name if i == 0 else None)
     if not drawn:
         plt.close(fig)
         return None
+    continued = any(run.start for g in groups for run in g.runs)
+    for ax in (ax_loss, ax_miou):
+        ax.set_xlim(min(span) - 0.02 * (max(span) - min(span) or 1), max(span) + 0.02 * (max(span) - min(span) or 1))
+        ax.set_xlabel("iteration" + (" (a continued run starts where the run it continues ended)"
+                                     if continued else ""), fontsize=8 if continued else None)
     ax_loss.set_title("training loss (sum of terms)")
-    ax_loss.set_xlabel("iteration")
-    ax_miou.set_title("mIoU on the evaluation set (curves only)")
-    ax_miou.set_xlabel("iteration")
+    ax_miou.set_title("mIoU on the evaluation set (each marker one evaluation)")
+    ax_miou.set_ylabel("mIoU (%)")
+    top = max((line.get_ydata().max() for line in ax_miou.get_lines()), default=0.0)
+    ax_miou.set_ylim(0, max(5.0, top * 1.15))
+    if max(evals_per_run, default=0) <= 1:
+        ax_miou.text(0.5, 0.5, "one evaluation per run (the final\ncheckpoint; eval_every=0): no curve",
+                     transform=ax_miou.transAxes, ha="center", va="center", fontsize=9, color="0.35")
     _legend(ax_loss, fontsize=7)
     _legend(ax_miou, fontsize=7)
     return _save(plt, fig, path)
@@ -487,11 +536,22 @@ def _plot_entropy(groups: list[Group], path: Path) -> Path | None:
     ax.set_yscale("log")
     ax.set_xlabel("entropy (nats)")
     ax.set_ylabel("share of pixels")
-    _legend(ax, fontsize=7)
+    # The line styles in the legend too (grey: they apply to every method's colour).
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    styles = [Line2D([], [], color="0.4", label="correctly predicted pixels"),
+              Line2D([], [], color="0.4", linestyle="--", label="wrongly predicted pixels")]
+    ax.legend(handles=handles + styles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _save(plt, fig, path)
 
 
 def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Path | None:
+    """Each method's confusion matrix (summed over seeds), **row-normalised**: a row is one
+    ground-truth class, its cells the shares of that class's labelled pixels predicted as each
+    class (a row sums to 1, less any pixels predicted outside the classes — eval.json's extra last
+    column, which only scored prediction files fill and which is not drawn). A class without
+    labelled pixels is a grey row. One colour bar for all."""
     mats = []
     for g in groups:
         conf = [np.asarray(row["confusion"], dtype=np.float64) for row in g.results if row.get("confusion")]
@@ -500,13 +560,27 @@ def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Pat
     if not mats:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 4.2), squeeze=False)
-    for ax, (label, mat) in zip(axes[0], mats):
-        norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
-        ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(label, fontsize=9)
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=5)
-        ax.set_yticks(range(len(classes)), classes, fontsize=5)
-        ax.set_xlabel("predicted", fontsize=7)
-        ax.set_ylabel("ground truth", fontsize=7)
-    return _save(plt, fig, path)
+    n, cols = len(classes), min(len(mats), 2)
+    rows = math.ceil(len(mats) / cols)
+    side = max(4.5, 0.32 * n + 1.6)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1.0, side * rows + 0.5), squeeze=False)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+    image = None
+    for ax, (label, mat) in zip(axes.flat, mats):
+        totals = mat.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = np.where(totals > 0, mat[:, :n] / np.where(totals > 0, totals, 1), np.nan)
+        image = ax.imshow(norm, cmap=cmap, vmin=0, vmax=1)
+        ax.set_title(label, fontsize=10)
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        ax.set_xlabel("predicted class", fontsize=9)
+        ax.set_ylabel("ground-truth class", fontsize=9)
+    for ax in list(axes.flat)[len(mats):]:
+        ax.axis("off")
+    fig.suptitle("Confusion matrices, row-normalised: each row is the share of that ground-truth\n"
+                 "class's labelled pixels predicted as each class", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03 if rows == 1 else 0.02, pad=0.02)
+    bar.set_label("share of the row's labelled pixels", fontsize=9)
+    return _save(plt, fig, path, layout=False)  # laid out before the colour bar took its place
