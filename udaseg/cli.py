@@ -62,7 +62,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from udaseg import config as config_lib
-    from udaseg.engine import dist, trainer
+    from udaseg import dist
+    from udaseg.engine import trainer
 
     if args.resume and args.out and not args.config:
         saved = Path(args.out) / "config.yaml"

@@ -129,12 +129,22 @@ def load_run(path: Path) -> Run:
                start=start_iteration(cfg), iters=cfg.get("iters"))
 
 
+def is_pipeline_dir(path: Path) -> bool:
+    """A pipeline's run directory (udaseg/engine/pipeline.py writes ``pipeline.json``)."""
+    return (Path(path) / "pipeline.json").exists()
+
+
+def stage_run_dirs(path: Path) -> list[Path]:
+    """The training stages' run directories of a pipeline run that finished with a segmentation
+    result (not, e.g., a translator stage)."""
+    return sorted(p.parent for p in (Path(path) / "stages").glob("*/eval.json")
+                  if json.loads(p.read_text()).get("network") is not None)
+
+
 def expand_run_dirs(paths: list) -> list[Path]:
     """Run directories among ``paths``: a path holding ``config.yaml`` is one (a pipeline's are its
     training stages); any other folder is searched (recursively) for finished runs, so
     ``udaseg report runs/`` works."""
-    from udaseg.engine.pipeline import is_pipeline_dir, stage_run_dirs
-
     found: list[Path] = []
     for path in map(Path, paths):
         if is_pipeline_dir(path):  # a pipeline: one row per training stage

@@ -13,7 +13,7 @@ spec = importlib.util.spec_from_file_location("engine_test_fakes", Path(__file__
 fakes = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fakes)
 
-from udaseg.engine import dist  # noqa: E402
+from udaseg import dist  # noqa: E402
 from udaseg.engine.evaluator import evaluate  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from udaseg.data.catalog import get_label_space
-from udaseg.engine import dist
+from udaseg import dist
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from udaseg.data.catalog import TRAIN_ID_TO_LABEL_ID
-from udaseg.engine import dist
+from udaseg import dist
 from udaseg.engine.evaluator import evaluate, evaluate_predictions, index_predictions
 from udaseg.engine.export import export_prediction
 from udaseg.errors import DataError

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from udaseg.engine.inference import infer_logits, keep_ratio_size, predict, slide_windows
+from udaseg.models.inference import infer_logits, keep_ratio_size, predict, slide_windows
 from udaseg.models import create_model
 
 
@@ -144,7 +144,7 @@ def test_bad_arguments():
 
 def test_two_scale_max_fusion():
     """scales=(1, 0.5): the element-wise max of the full-size and the half-size logits (DiGA §9)."""
-    from udaseg.engine.inference import describe
+    from udaseg.models.inference import describe
 
     model = PositionModel()
     img = torch.randint(0, 256, (1, 3, 16, 32), dtype=torch.uint8)
@@ -184,7 +184,7 @@ def test_bicubic_test_scale_resize_is_pils_antialiased_bicubic():
     """The DeepLab-v2 line's loaders resize with PIL BICUBIC; interpolation="bicubic" matches it."""
     from PIL import Image
 
-    from udaseg.engine.inference import resize_image
+    from udaseg.models.inference import resize_image
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)

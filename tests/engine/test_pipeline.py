@@ -22,7 +22,7 @@ from udaseg.data.artefacts import StageView
 from udaseg.data.registry import create_dataset
 from udaseg.engine import pipeline
 from udaseg.engine.checkpoint import load_checkpoint
-from udaseg.engine.inference import infer_logits
+from udaseg.models.inference import infer_logits
 from udaseg.engine.steps import PseudoLabelStepConfig, pseudo_labels
 from udaseg.errors import ConfigError, DataError
 

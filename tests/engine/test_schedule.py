@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from udaseg.config import ScheduleConfig
-from udaseg.engine.schedule import build_optimizer, poly_warmup_lr
+from udaseg.models.schedule import build_optimizer, poly_warmup_lr
 
 
 def test_daformer_lr_at_iteration_49_matches_the_log():

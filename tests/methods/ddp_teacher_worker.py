@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from udaseg import config as config_lib
-from udaseg.engine import dist, trainer
+from udaseg import dist
+from udaseg.engine import trainer
 
 
 

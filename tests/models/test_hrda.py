@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from udaseg.models import create_model
-from udaseg.models.hrda import HRDASegmentor, hrda_loss, random_box
+from udaseg.methods.losses import hrda_loss
+from udaseg.models.hrda import HRDASegmentor, random_box
 
 TINY = {"backbone": "tiny_cnn", "head": "segformer", "backbone_options": {"width": 8, "depths": [1, 1, 1, 1]},
         "head_options": {"embed_dim": 16}}
@@ -120,7 +121,7 @@ def _reference_slide_inference(model, img, crop, stride, hr_crop):
 def test_test_time_slide_equals_the_reference_on_overlapping_windows():
     """128×192 input, 128² test windows at stride 64 (two windows overlapping on columns 64–127):
     the fused logits equal the reference's everywhere, also next to each window's edge."""
-    from udaseg.engine.inference import infer_logits
+    from udaseg.models.inference import infer_logits
 
     torch.manual_seed(0)
     model = create_model({**TINY, "hrda": {"hr_crop_size": [64, 64], "hr_slide_stride": [32, 32],

@@ -11,15 +11,17 @@ Options are the keyword-only arguments of the family's ``__init__``; an unknown 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from udaseg.errors import ConfigError
+from udaseg.registry import Registry
 
-_DATASETS: dict[str, type] = {}
-_BUILTIN_MODULES = ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "custom")
+# The family modules register themselves on import; the registry imports them on first lookup.
+DATASETS = Registry("dataset", error=ConfigError,
+                    modules=[f"udaseg.data.{m}" for m in
+                             ("gta5", "synthia", "cityscapes", "acdc", "darkzurich", "mapillary", "custom")])
 
 T = TypeVar("T", bound=type)
 
@@ -28,31 +30,19 @@ def register_dataset(name: str) -> Callable[[T], T]:
     """Class decorator: register a :class:`~udaseg.data.base.SegDataset` subclass under ``name``."""
 
     def decorate(cls: T) -> T:
-        if name in _DATASETS and _DATASETS[name] is not cls:
-            raise ValueError(f"dataset {name!r} is already registered by {_DATASETS[name].__qualname__}")
+        DATASETS.add(name, cls)
         cls.name = name
-        _DATASETS[name] = cls
         return cls
 
     return decorate
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"udaseg.data.{module}")
-
-
 def list_datasets() -> list[str]:
-    _load_builtins()
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset_class(name: str) -> type:
-    _load_builtins()
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; expected one of {sorted(_DATASETS)}") from None
+    return DATASETS.get(name)
 
 
 def dataset_options(name: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@
   mIoU7) is the NaN-skipping mean over its classes of that *same* vector — mIoU16 is never
   mIoU19·19/16.
 * :func:`evaluate` runs a model over a dataset (whole / slide / flip, see
-  :mod:`udaseg.engine.inference`). Under DDP each rank takes a contiguous, non-padded shard, the
+  :mod:`udaseg.models.inference`). Under DDP each rank takes a contiguous, non-padded shard, the
   matrices and image counts are summed with ``all_reduce``, and the count must equal
   ``len(dataset)``: every image is scored exactly once.
 * :func:`evaluate_predictions` scores saved PNGs the way the Cityscapes server finds them.
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace, raw_to_space_lut
-from udaseg.engine import dist
-from udaseg.engine.inference import describe, infer_logits
+from udaseg import dist
+from udaseg.models.inference import describe, infer_logits
 from udaseg.errors import DataError
 
 

@@ -18,7 +18,7 @@ pseudo-labels → step 2, DiGA's warm-up → pseudo-labels → self-training rou
   ``method.label``.
 * **Offline steps** (``step: NAME`` plus the step's options, checked against its schema) run the
   previous training stage's network over data and write artefacts — pseudo-labels, splits,
-  centroids — into their folder; :func:`register_step` adds one.
+  centroids — into their folder; :func:`udaseg.methods.steps.register_step` adds one.
 * ``stage://NAME/PATH`` anywhere in a stage's overrides is the path of ``PATH`` inside stage
   ``NAME``'s folder (an earlier stage).
 
@@ -35,54 +35,36 @@ every process; offline steps run on rank 0 while the others wait.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from udaseg import config as config_lib
+from udaseg import dist
+from udaseg.engine import steps as _builtin_steps  # noqa: F401  (registers the shared steps)
+from udaseg.engine import trainer
+from udaseg.engine.checkpoint import load_network
 from udaseg.errors import ConfigError, UdasegError
+from udaseg.methods import steps as steps_api
+from udaseg.methods.steps import STEPS, register_step
 
 STAGE_SCHEME = "stage://"
-# Modules that register offline steps, imported on first lookup.
-STEP_MODULES = ("udaseg.engine.steps", "udaseg.methods.daf_ida", "udaseg.methods.diga")
-_STEPS: dict[str, tuple[type, Callable]] = {}
-_NO_NETWORK: set[str] = set()
-
-
-def register_step(name: str, config_cls: type, needs_network: bool = True) -> Callable[[Callable], Callable]:
-    """``@register_step("pseudo_labels", PseudoLabelConfig)`` on ``fn(ctx: StepContext, cfg) -> dict``;
-    ``needs_network=False`` for a step that may come before any training stage (a data split)."""
-    def deco(fn: Callable) -> Callable:
-        if name in _STEPS:
-            raise ValueError(f"step {name!r} registered twice")
-        _STEPS[name] = (config_cls, fn)
-        if not needs_network:
-            _NO_NETWORK.add(name)
-        return fn
-
-    return deco
 
 
 def get_step(name: str) -> tuple[type, Callable]:
-    for module in STEP_MODULES:
-        importlib.import_module(module)
-    if name not in _STEPS:
-        raise ConfigError(f"unknown pipeline step {name!r}; registered: {', '.join(sorted(_STEPS))}")
-    return _STEPS[name]
+    """``(options schema, fn)`` of step ``name`` (:data:`udaseg.methods.steps.STEPS`)."""
+    step = STEPS.get(name)
+    return step.config_cls, step.fn
 
 
 def list_steps() -> list[str]:
-    for module in STEP_MODULES:
-        importlib.import_module(module)
-    return sorted(_STEPS)
+    return STEPS.names()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +142,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> list[tuple[Stage, Any]]:
     for stage in stages:
         if stage.is_step:
             get_step(stage.data["step"])
-            if previous_train is None and stage.data["step"] not in _NO_NETWORK:
+            if previous_train is None and STEPS.get(stage.data["step"]).needs_network:
                 raise ConfigError(f"stages.{stage.name}: step {stage.data['step']!r} needs a training stage before it")
             planned.append((stage, step_config(stage)))
         else:
@@ -186,20 +168,12 @@ def plan(cfg: DictConfig, run_dir: Path) -> list[tuple[Stage, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-class StepContext:
-    """What an offline step sees: the previous training stage's network, the base config's data,
-    its own output folder."""
-
-    def __init__(self, cfg: DictConfig, out_dir: Path, source: Path | None, device: torch.device):
-        from udaseg.data.catalog import get_label_space
-
-        self.cfg, self.out_dir, self.source, self.device = cfg, out_dir, source, device
-        self.label_space = get_label_space(cfg.benchmark.label_space)
+class StepContext(steps_api.StepContext):
+    """What an offline step sees (:class:`udaseg.methods.steps.StepContext`), with the previous
+    training stage's network and the base config's datasets loaded by the engine."""
 
     def network(self, name: str | None = None) -> torch.nn.Module:
         """The previous training stage's evaluated network (or ``name``), in eval mode on the device."""
-        from udaseg.engine.checkpoint import load_network
-
         if self.source is None:
             raise UdasegError("this step comes before any training stage: it has no network to run")
         if name is None:
@@ -210,36 +184,10 @@ class StepContext:
 
     def dataset(self, stream: str = "target"):
         """The base config's ``source`` or ``target`` training split, untransformed (full resolution)."""
-        from udaseg.engine.trainer import build_dataset
-
         spec = self.cfg.benchmark.target if stream == "target" else self.cfg.benchmark.source
         if spec is None:
             raise ConfigError(f"benchmark {self.cfg.benchmark.name} has no {stream} stream")
-        return build_dataset(spec, self.cfg.data_root, self.cfg.benchmark.label_space)
-
-    def batches(self, stream: str = "target", *, labels: bool = False) -> Iterator[dict]:
-        """One image at a time: ``img`` uint8 [1, 3, H, W] on the device, ``name`` [str] (and
-        ``label`` only when asked, for diagnostics)."""
-        dataset = self.dataset(stream)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False,
-                                             num_workers=min(self.cfg.workers, 2))
-        for batch in loader:
-            out = {"img": batch["img"].to(self.device), "name": list(batch["name"])}
-            if labels and "label" in batch:
-                out["label"] = batch["label"].to(self.device)
-            yield out
-
-    def write_label(self, name: str, label: np.ndarray | torch.Tensor, folder: str = "pseudo_labels") -> Path:
-        """``out_dir/folder/<name>.png``: 8-bit train ids (255 = ignore), written atomically."""
-        from PIL import Image
-
-        from udaseg.data.base import atomic_write
-
-        array = label.detach().cpu().numpy() if torch.is_tensor(label) else np.asarray(label)
-        path = self.out_dir / folder / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: Image.fromarray(array.astype(np.uint8), mode="L").save(tmp, format="PNG"))
-        return path
+        return trainer.build_dataset(spec, self.cfg.data_root, self.cfg.benchmark.label_space)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,8 +199,6 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def run_pipeline(cfg: DictConfig, run_dir: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) every stage of ``cfg.stages``; returns the last training stage's eval.json."""
-    from udaseg.engine import dist, trainer
-
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
     if resume:
@@ -332,17 +278,6 @@ def _summary(records: list[dict], final: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def is_pipeline_dir(path: Path) -> bool:
-    return (Path(path) / "pipeline.json").exists()
-
-
-def stage_run_dirs(path: Path) -> list[Path]:
-    """The training stages' run directories of a pipeline run that finished with a segmentation
-    result (not, e.g., a translator stage)."""
-    return sorted(p.parent for p in (Path(path) / "stages").glob("*/eval.json")
-                  if json.loads(p.read_text()).get("network") is not None)
-
-
-__all__ = ["STAGE_SCHEME", "Stage", "StepContext", "get_step", "is_pipeline_dir", "list_steps", "parse_stages",
-           "plan", "register_step", "run_pipeline", "stage_run_dirs"]
+__all__ = ["STAGE_SCHEME", "Stage", "StepContext", "get_step", "list_steps", "parse_stages", "plan", "register_step",
+           "run_pipeline"]
 

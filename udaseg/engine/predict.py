@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from udaseg.engine.export import export_prediction
-from udaseg.engine.inference import infer_logits
+from udaseg.models.inference import infer_logits
 from udaseg.errors import DataError, UdasegError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")

@@ -24,7 +24,9 @@ from typing import Optional
 
 import torch
 
-from udaseg.engine.pipeline import StepContext, register_step
+from udaseg.methods.pseudo_labels import classwise_thresholds, confidence_histogram
+from udaseg.methods.steps import StepContext, register_step
+from udaseg.models.inference import infer_logits, keep_ratio_size
 
 RULES = ("argmax", "threshold", "classwise_median")
 
@@ -50,8 +52,6 @@ class PseudoLabelStepConfig:
 
 
 def _probabilities(model, batch, cfg: PseudoLabelStepConfig) -> torch.Tensor:
-    from udaseg.engine.inference import infer_logits, keep_ratio_size
-
     out_size = keep_ratio_size(*batch["img"].shape[-2:], cfg.test_scale) if cfg.at_input_size else None
     logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip, out_size=out_size,
                           upsample=cfg.upsample, interpolation=cfg.interpolation)
@@ -66,8 +66,6 @@ def pseudo_labels(ctx: StepContext, cfg: PseudoLabelStepConfig) -> dict:
     n = ctx.label_space.num_classes
     thresholds = torch.full((n,), cfg.threshold if cfg.rule == "threshold" else 0.0)
     if cfg.rule == "classwise_median":
-        from udaseg.methods.pseudo_labels import classwise_thresholds, confidence_histogram
-
         hist = torch.zeros(n, cfg.bins, dtype=torch.float64)
         for batch in ctx.batches(cfg.stream):
             conf, pred = _probabilities(model, batch, cfg).max(dim=0)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from udaseg.data.catalog import colorize
-from udaseg.engine.inference import infer_logits
+from udaseg.models.inference import infer_logits
 
 SAMPLES_PER_SET = 3
 

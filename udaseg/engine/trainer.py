@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 import udaseg
 from udaseg import config as config_lib
 from udaseg.data.catalog import get_label_space
-from udaseg.engine import dist
+from udaseg import dist
 from udaseg.engine.checkpoint import load_checkpoint, save_atomic
 from udaseg.models.weights import checkpoint_trust
 from udaseg.errors import ConfigError, DataError, UdasegError

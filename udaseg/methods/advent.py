@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from udaseg.engine.schedule import ScheduledOptimizer
+from udaseg.models.schedule import ScheduledOptimizer
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
 from udaseg.methods.adversarial import (SOURCE_LABEL, TARGET_LABEL, FCDiscriminator, domain_bce, entropy_map,

@@ -77,7 +77,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from udaseg.engine import dist
+from udaseg import dist
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
 from udaseg.methods.adversarial import entropy_map, minent_loss

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from udaseg.data.catalog import LabelSpace
-from udaseg.engine.schedule import ScheduledOptimizer, build_optimizer
+from udaseg.models.schedule import ScheduledOptimizer, build_optimizer
 
 
 @dataclass

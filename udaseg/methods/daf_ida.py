@@ -67,12 +67,15 @@ import torch
 import torch.nn.functional as F
 
 from udaseg.data.catalog import CITYSCAPES_CLASSES, LabelSpace
-from udaseg.engine.pipeline import StepContext, register_step
+from udaseg.errors import ConfigError
 from udaseg.methods import register_method
 from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.advent import Advent, AdventConfig
 from udaseg.methods.base import MethodContext
 from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.steps import StepContext, register_step
+from udaseg.models.depth import DepthAwareSegmentor
+from udaseg.models.inference import keep_ratio_size, resize_image
 
 # IntraDA's rare list, 19-class train ids (B.8.4), and the class names they denote there.
 INTRADA_RARE_IDS_19: tuple[int, ...] = (3, 4, 5, 6, 7, 9, 12, 14, 15, 16, 17)
@@ -195,9 +198,6 @@ class DafIda(Advent):
     Config = DafIdaConfig
 
     def __init__(self, cfg: DafIdaConfig, ctx: MethodContext):
-        from udaseg.errors import ConfigError
-        from udaseg.models.depth import DepthAwareSegmentor
-
         if cfg.multi_level:
             raise ConfigError("daf_ida is single-level (B.4): method.multi_level is ADVENT's option")
         if cfg.target_depth_power not in (1, 2):
@@ -284,8 +284,6 @@ def predict_with_depth(model, img: torch.Tensor, test_scale=None, at_input_size:
     """Logits and inverse depth of ``img`` uint8 [B, 3, H, W], upsampled to (H, W) — or, with
     ``at_input_size``, to the network's input size — with the model's ``align_corners`` (the image
     resized first to ``test_scale`` as in inference)."""
-    from udaseg.engine.inference import keep_ratio_size, resize_image
-
     height, width = img.shape[-2:]
     size = keep_ratio_size(height, width, test_scale)
     x = resize_image(img, size, interpolation)

@@ -77,12 +77,12 @@ from udaseg.methods.augment import photometric_augment
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 from udaseg.methods.entropy_balance import DynamicEntropyTarget, entropy_balance_loss, pixel_entropy
 from udaseg.methods.feature_distance import THING_CLASSES, feature_distance
-from udaseg.methods.losses import seg_cross_entropy, upsample_to
+from udaseg.methods.losses import hrda_loss, seg_cross_entropy, upsample_to
 from udaseg.methods.masking import MIC_MODES, block_mask
 from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
 from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
 from udaseg.methods.teacher import EMATeacher
-from udaseg.models.hrda import HRDASegmentor, hrda_loss
+from udaseg.models.hrda import HRDASegmentor
 
 EBDA_MODES = ("separate", "reuse")
 TIGDA_PSEUDO_LABELS = ("cmf", "decoder")

@@ -125,14 +125,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from udaseg.data.catalog import IGNORE_INDEX
-from udaseg.engine.inference import resize_image
-from udaseg.engine.pipeline import StepContext, register_step
-from udaseg.engine.schedule import ScheduledOptimizer
 from udaseg.methods import register_method
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 from udaseg.methods.losses import seg_cross_entropy
 from udaseg.methods.mixing import mix
+from udaseg.methods.steps import StepContext, register_step
 from udaseg.methods.teacher import BN_MODES, EMATeacher, is_dropout
+from udaseg.models.inference import infer_logits, resize_image
+from udaseg.models.schedule import ScheduledOptimizer
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +329,7 @@ class CentroidAccumulator:
 def multi_scale_logits(model: nn.Module, img: torch.Tensor, scales=(1.0, 0.5)) -> torch.Tensor:
     """The element-wise max over ``scales`` of the logits of ``img`` (uint8 [B, 3, H, W]) resized
     by each scale, every one upsampled to (H, W) first (DiGA's two-scale fusion, §7.1, §9): the
-    same computation as two-scale evaluation, :func:`~udaseg.engine.inference.infer_logits`."""
-    from udaseg.engine.inference import infer_logits
-
+    same computation as two-scale evaluation, :func:`~udaseg.models.inference.infer_logits`."""
     return infer_logits(model, img, scales=tuple(scales))
 
 

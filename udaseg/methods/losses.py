@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from udaseg.models.hrda import crop_box
+
 IGNORE_INDEX = 255
 
 
@@ -32,3 +34,13 @@ def seg_cross_entropy(logits: torch.Tensor, label: torch.Tensor, weight: torch.T
     if norm == "valid":
         return loss.sum() / (label != IGNORE_INDEX).sum().clamp(min=1)
     raise ValueError(f"norm must be 'all' or 'valid', got {norm!r}")
+
+
+def hrda_loss(fused, hr, box, label, weight=None, *, hr_weight: float = 0.1, norm: str = "all") -> torch.Tensor:
+    """(1 − hr_weight)·CE(fused, y) + hr_weight·CE(hr, crop(y)) (HRDA: 0.9 / 0.1), the pixel
+    weights cropped alike."""
+    loss = (1 - hr_weight) * seg_cross_entropy(fused, label, weight, norm=norm)
+    if hr_weight:
+        hr_w = crop_box(weight, box) if weight is not None else None
+        loss = loss + hr_weight * seg_cross_entropy(hr, crop_box(label, box), hr_w, norm=norm)
+    return loss

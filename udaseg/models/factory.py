@@ -43,8 +43,11 @@ from udaseg.errors import ConfigError
 from udaseg.models.backbones import TIMM_PREFIX, Backbone
 from udaseg.models.backbones.timm_adapter import timm_backbone
 from udaseg.models.heads import DecodeHead
+from udaseg.models.layouts import convert_reference
 from udaseg.models.registry import BACKBONES, HEADS
+from udaseg.models.runs import network_weights, run_config_of
 from udaseg.models.segmentor import EncoderDecoder, get_normalization
+from udaseg.models.weights import load_state_dict_strict, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +156,6 @@ def init_from_run(model: nn.Module, source: str) -> None:
     another network with ``RUN:NAME`` (e.g. ``runs/x:teacher``) — or from a checkpoint released
     with a paper (a file outside any run directory, in one of :data:`udaseg.models.layouts.LAYOUTS`;
     ``FILE:teacher`` for its EMA model). Strict: the file must hold the same architecture."""
-    from udaseg.engine.checkpoint import network_weights, run_config_of
-    from udaseg.models.layouts import convert_reference
-    from udaseg.models.weights import load_state_dict_strict, read_torch_file
-
     path, _, network = source.rpartition(":") if ":" in Path(source).name else (source, "", "student")
     if Path(path).is_file() and run_config_of(Path(path)) is None:  # a released checkpoint
         weights, layout = convert_reference(read_torch_file(path), model, network=network, source=path)

@@ -14,10 +14,10 @@ the decode head are **shared** by both scales. On a training crop x (full resolu
   the box; fused = a·hr + lr′ (outside the box: the upsampled LR prediction).
 
 ``forward_train`` returns ``(fused, hr, box, lr_features)``; the methods apply 0.9·CE(fused, y) +
-0.1·CE(hr, crop(y)) (:func:`hrda_loss`). ``forward`` (pseudo-labels and test) has no box: the HR
-logits cover the whole input by overlapping ``hr_crop_size`` windows at ``hr_slide_stride`` (256 for
-512 windows: 3×3 on a 1024 crop), batched, averaged on the stride-4 grid, and fused with the
-attention everywhere (the reference's ``HRDAHead.decode_hr``: HR logits summed on the stride-4 grid,
+0.1·CE(hr, crop(y)) (:func:`udaseg.methods.losses.hrda_loss`). ``forward`` (pseudo-labels and
+test) has no box: the HR logits cover the whole input by overlapping ``hr_crop_size`` windows at
+``hr_slide_stride`` (256 for 512 windows: 3×3 on a 1024 crop), batched, averaged on the stride-4
+grid, and fused with the attention everywhere (the reference's ``HRDAHead.decode_hr``: HR logits summed on the stride-4 grid,
 box ÷ 4 rounded down, divided by the window count). At test time the model itself slides
 ``test_window`` (1024²) windows with ``test_stride`` (512) over larger inputs (mmseg's grid, the
 last window flush with the border), each window fused as above — HRDA's test protocol, so the
@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from udaseg.models.heads.base import DecodeHead
+from udaseg.models.inference import slide_windows
 from udaseg.models.segmentor import EncoderDecoder
 
 
@@ -159,8 +160,6 @@ class HRDASegmentor(EncoderDecoder):
     def _hr_slide(self, x: torch.Tensor) -> torch.Tensor:
         """HR logits over the whole of ``x``: ``hr_crop_size`` windows at ``hr_slide_stride``,
         batched, averaged on the stride-4 grid (the reference's ``decode_hr``)."""
-        from udaseg.engine.inference import slide_windows
-
         windows = slide_windows(x.shape[-2], x.shape[-1], self.hr_crop_size, self.hr_slide_stride)
         logits = self.decode_head(self.backbone(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows])))
         scale = (windows[0][1] - windows[0][0]) / logits.shape[-2]  # the head's output stride (4)
@@ -175,8 +174,6 @@ class HRDASegmentor(EncoderDecoder):
     def _test_slide(self, x: torch.Tensor) -> torch.Tensor:
         """HRDA's test-time slide over an input larger than ``test_window``: the windows fused by
         :meth:`_forward_crop` in one batch, then averaged as ``test_merge`` says."""
-        from udaseg.engine.inference import slide_windows
-
         windows = slide_windows(x.shape[-2], x.shape[-1], self.test_window, self.test_stride)
         logits = self._forward_crop(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows]))
         window_size = (windows[0][1] - windows[0][0], windows[0][3] - windows[0][2])
@@ -210,18 +207,6 @@ class HRDASegmentor(EncoderDecoder):
 def crop_box(t: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
     y0, y1, x0, x1 = box
     return t[..., y0:y1, x0:x1]
-
-
-def hrda_loss(fused, hr, box, label, weight=None, *, hr_weight: float = 0.1, norm: str = "all") -> torch.Tensor:
-    """(1 − hr_weight)·CE(fused, y) + hr_weight·CE(hr, crop(y)) (HRDA: 0.9 / 0.1), the pixel
-    weights cropped alike."""
-    from udaseg.methods.losses import seg_cross_entropy
-
-    loss = (1 - hr_weight) * seg_cross_entropy(fused, label, weight, norm=norm)
-    if hr_weight:
-        hr_w = crop_box(weight, box) if weight is not None else None
-        loss = loss + hr_weight * seg_cross_entropy(hr, crop_box(label, box), hr_w, norm=norm)
-    return loss
 
 
 def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASegmentor:
