@@ -26,7 +26,7 @@ run() {  # name, extra args...
 run source_only method=source_only
 st=(method.pseudo_ignore_top=2 method.pseudo_ignore_bottom=8)
 run daformer method=daformer_minicity "${st[@]}"
-run daformer_mic method=daformer_minicity "${st[@]}" method.mic=true method.mic_block_size=8
+run daformer_mic method=daformer_minicity "${st[@]}" method.mic=true method.mic.block_size=8
 run hrda method=hrda_minicity "${st[@]}" model=minicity_cnn_hrda "model.hrda.hr_crop_size=[16,32]" \
     "model.hrda.hr_slide_stride=[8,16]" "model.hrda.test_window=[32,64]" "model.hrda.test_stride=[16,32]" \
     model.hrda.attention_embed_dim=16

@@ -239,6 +239,7 @@ def _group_data(group: str, name: str) -> tuple[str, dict]:
 
 
 def _merge(base: DictConfig, update: dict, source: str, prefix: str = "") -> DictConfig:
+    update = _upgrade_method_keys(base, update, source)
     try:
         return OmegaConf.merge(base, OmegaConf.create(update))
     except OmegaConfBaseException as err:
@@ -247,6 +248,15 @@ def _merge(base: DictConfig, update: dict, source: str, prefix: str = "") -> Dic
         if "not in" in reason:
             reason = "unknown key"
         raise ConfigError(f"{source}: {reason}: '{key}'") from None
+
+
+def _upgrade_method_keys(base: DictConfig, update: dict, source: str) -> dict:
+    """``update`` with its ``method`` mapping passed through the method schema's ``upgrade_keys``
+    (old key spellings read with a deprecation message, e.g. DAFormer's flat add-on keys)."""
+    if not isinstance(update, dict) or not isinstance(update.get("method"), dict) or "method" not in base:
+        return update
+    upgrade = getattr(OmegaConf.get_type(base, "method"), "upgrade_keys", None)
+    return {**update, "method": upgrade(update["method"], source)} if upgrade else update
 
 
 def _method_schema(name: str) -> Any:

@@ -29,7 +29,7 @@ def _train(args: list[str], minicity_small, run):
 @pytest.mark.parametrize("args", [
     ["minicity_cpu", "benchmark=minicity_gta2cs", "method=source_only"],
     ["minicity_cpu", "benchmark=minicity_gta2cs", "method=daformer_minicity",
-     "method.pseudo_ignore_top=2", "method.pseudo_ignore_bottom=8", "method.fd_classes=null"],  # 2×2 cells at 64²
+     "method.pseudo_ignore_top=2", "method.pseudo_ignore_bottom=8", "method.fd.classes=null"],  # 2×2 cells at 64²
     ["minicity_cpu", "minicity_advent", "benchmark=minicity_gta2cs"],
     ["minicity_cpu", "minicity_daf", "benchmark=minicity_synthia2cs"],
     ["minicity_cpu", "benchmark=minicity_gta2cs", "model=minicity_lite0_deeplab_proda", "method=diga",
@@ -44,7 +44,7 @@ def test_minicity_presets_start_from_the_imagenet_weights(args, minicity_small, 
     assert (run / "eval.json").exists()
     if cfg.method.name == "daformer":  # the ImageNet feature distance is on and its model is the ImageNet one
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert any("loss_fd" in r for r in rows) and cfg.method.fd_lambda == 0.005
+        assert any("loss_fd" in r for r in rows) and cfg.method.fd.weight == 0.005
         imnet = {k[len("imnet_backbone."):]: v for k, v in
                  load_checkpoint(run / "checkpoints" / "last.pt")["method"]["modules"].items()
                  if k.startswith("imnet_backbone.")}

@@ -48,7 +48,7 @@ def test_diagnostics_off(tmp_path, tiny_train_args):
 def test_feature_distance_runs_against_the_initial_backbone(tmp_path, tiny_train_args):
     run = tmp_path / "r"
     args = tiny_train_args("daformer", iters=2, **{"method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 0,
-                                                   "method.fd_classes": "null"})
+                                                   "method.fd.classes": "null"})
     trainer.train(config_lib.compose(args), run, progress=False)
     rows = [r for r in _rows(run) if "eval" not in r]
     # λ·mean distance (BatchNorm in train mode vs the frozen copy's eval mode already differ at t = 0).
@@ -87,8 +87,8 @@ def test_feature_distance_model_holds_the_imagenet_weights_when_the_student_star
     assert torch.equal(imagenet_backbone(no_init.model, student, 19).state_dict()[key], student.backbone.state_dict()[key])
 
 
-TIGDA_EBDA = {"method.tigda": "true", "method.tigda_embed_dim": 16, "method.tigda_n_ctx": 4,
-              "method.tigda_image_vector": "pool", "method.ebda": "true"}
+TIGDA_EBDA = {"method.tigda": "true", "method.tigda.embed_dim": 16, "method.tigda.n_ctx": 4,
+              "method.tigda.image_vector": "pool", "method.ebda": "true"}
 
 
 @pytest.mark.parametrize("extra", [{}, TIGDA_EBDA], ids=["daformer", "tigda+ebda"])
@@ -125,8 +125,8 @@ def test_pseudo_label_crop_larger_than_the_crop_is_an_error(tmp_path, tiny_train
 
 @pytest.mark.parametrize("mode", ["separatetrgaug", "separate"])
 def test_mic_option(tmp_path, tiny_train_args, mode):
-    args = tiny_train_args("daformer_minicity", iters=2, **{"method.mic": "true", "method.mic_mode": mode,
-                                                            "method.mic_block_size": 8, "method.pseudo_threshold": "null",
+    args = tiny_train_args("daformer_minicity", iters=2, **{"method.mic": "true", "method.mic.mode": mode,
+                                                            "method.mic.block_size": 8, "method.pseudo_threshold": "null",
                                                             "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4})
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
@@ -138,7 +138,7 @@ def test_hrda_and_hrda_mic_train(tmp_path, tiny_train_args):
             "test_stride: [16, 32], attention_embed_dim: 8}"]
     args = tiny_train_args("daformer_minicity", iters=2, **{"method.pseudo_ignore_top": 0,
                                                             "method.pseudo_ignore_bottom": 4, "method.mic": "true",
-                                                            "method.mic_block_size": 8}) + hrda
+                                                            "method.mic.block_size": 8}) + hrda
     final = trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
     assert {"loss_src", "loss_mix", "loss_mic"} <= set(rows[0]) and final["mIoU19"] is not None

@@ -89,8 +89,8 @@ def _count_student_calls(monkeypatch):
 @pytest.mark.parametrize("mode,passes", [("separate", 3), ("reuse", 2)])
 def test_ebda_option_of_daformer(tmp_path, tiny_train_args, monkeypatch, mode, passes):
     calls = _count_student_calls(monkeypatch)
-    args = tiny_train_args("ebda", iters=2, **{"method.ebda_mode": mode, "method.pseudo_ignore_top": 0,
-                                               "method.pseudo_ignore_bottom": 4, "method.fd_lambda": 0})
+    args = tiny_train_args("ebda", iters=2, **{"method.ebda.mode": mode, "method.pseudo_ignore_top": 0,
+                                               "method.pseudo_ignore_bottom": 4, "method.fd.weight": 0})
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     assert len(calls) == 2 * passes  # source, mixed (and EBDA's own pass on the mixed images)
     rows = _rows(tmp_path / "r")
@@ -102,9 +102,9 @@ def test_ebda_option_of_daformer(tmp_path, tiny_train_args, monkeypatch, mode, p
 def test_dynamic_target_with_hrda_is_checkpointed(tmp_path, tiny_train_args, init):
     hrda = ["model.hrda={hr_crop_size: [16, 32], hr_slide_stride: [8, 16], test_window: [32, 64], "
             "test_stride: [16, 32], attention_embed_dim: 8}"]
-    args = tiny_train_args("ebda", iters=2, **{"method.ebda_dynamic": "true", "method.ebda_momentum": 0.5,
-                                               "method.ebda_target_init": init, "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4,
-                                               "method.fd_lambda": 0}) + hrda
+    args = tiny_train_args("ebda", iters=2, **{"method.ebda.dynamic": "true", "method.ebda.momentum": 0.5,
+                                               "method.ebda.target_init": init, "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4,
+                                               "method.fd.weight": 0}) + hrda
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["method"]["modules"]
     value = float(state["entropy_target.value"])
@@ -113,11 +113,11 @@ def test_dynamic_target_with_hrda_is_checkpointed(tmp_path, tiny_train_args, ini
 
 
 def test_unknown_ebda_mode_is_an_error(tmp_path, tiny_train_args):
-    with pytest.raises(ValueError, match="ebda_mode"):
-        trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda_mode": "fast"})),
+    with pytest.raises(ValueError, match="ebda.mode"):
+        trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda.mode": "fast"})),
                       tmp_path / "r", progress=False)
-    with pytest.raises(ValueError, match="ebda_target_init"):
-        trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda_target_init": "mean"})),
+    with pytest.raises(ValueError, match="ebda.target_init"):
+        trainer.train(config_lib.compose(tiny_train_args("ebda", iters=1, **{"method.ebda.target_init": "mean"})),
                       tmp_path / "r2", progress=False)
 
 
@@ -128,7 +128,7 @@ def test_foggy_and_rain_as_one_target_stream(tmp_path, tiny_train_args):
     args = tiny_train_args("ebda", iters=1, benchmark="minicity_cs2foggy", **{
         "benchmark.target.options": "{beta: all}", "benchmark.target.union_mix": "balanced",
         "benchmark.target.union": "[{dataset: cityscapes_rain, root: cityscapes}]",
-        "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4, "method.fd_lambda": 0})
+        "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4, "method.fd.weight": 0})
     cfg = config_lib.compose(args)
     stream = build_stream(cfg.benchmark.target, cfg.data_root, "cityscapes19", 0, 1)
     fog, rain = stream.dataset.parts

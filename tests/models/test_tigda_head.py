@@ -100,13 +100,18 @@ def test_cmf_head_shapes_at_several_crop_sizes(minilm, size):
     assert head3(_features(1, size)).shape == (1, 19, size[0] // 4, size[1] // 4)
 
 
-def test_faithful_image_vector_conv_fits_its_crop_only(minilm):
+def test_faithful_image_vector_conv_takes_every_size(minilm):
+    """The reference's conv at its size; other sizes are average-pooled onto its grid first."""
     head = CMFHead((8, 16, 24, 32), (4, 8, 16, 32), CITYSCAPES, minilm, embed_dim=16, channels=16, n_ctx=4,
                    image_vector="conv", image_size=(128, 128))
     assert head.image_vector.kernel_size == (4, 4)  # 128 / 32: one output per image (16×16 at 512²)
     assert head(_features(2, (128, 128))).shape == (2, 19, 32, 32)
-    with pytest.raises(ValueError, match="method.tigda_image_size"):
-        head(_features(2, (96, 128)))
+    last = torch.randn(2, 32, 4, 4)
+    assert torch.equal(head.image_vectors(last), head.image_vector(last).flatten(1))  # the built size: unchanged
+    double = last.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 8×8: exact 2×2 block means
+    assert torch.allclose(head.image_vectors(double), head.image_vectors(last), atol=1e-6)
+    for size in ((96, 128), (64, 64), (32, 256)):  # smaller, larger, mixed last stages
+        assert head(_features(2, size)).shape == (2, 19, size[0] // 4, size[1] // 4)
 
 
 def test_score_map_is_the_cosine_over_tau(minilm):

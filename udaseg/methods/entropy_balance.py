@@ -13,14 +13,26 @@ loss always uses the fixed 0.4 — so a dynamic *loss target* is an option here,
 Its start: ``initial`` (default the fixed H*, 0.4), or ``initial=None`` — the first batch's
 percentile, as the reference's logged statistic; at momentum 0.9999 that pins H* near the
 untrained network's high entropy for thousands of iterations, hence not the default.
+
+:class:`EntropyBalance` is EBDA as an add-on of DAFormer's step (:mod:`udaseg.methods.addons`),
+``method.ebda.*``: ``weight`` λ (0.1), ``target`` H* (0.4 nats), ``mode`` — ``separate`` (the
+reference: a second student pass on the same augmented mixed images with its own backward, fresh
+dropout/drop-path noise, BN statistics updated again) or ``reuse`` (the loss on the mixed CE's
+logits, one backward; a third cheaper, not faithful) — and the dynamic target (``dynamic``,
+``momentum``, ``percentile``, ``target_init`` fixed | first_batch).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from udaseg.methods.addons import AddOn
 from udaseg.methods.losses import upsample_to
+
+EBDA_MODES = ("separate", "reuse")
 
 
 def pixel_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -64,3 +76,65 @@ class DynamicEntropyTarget(nn.Module):
         else:
             self.value.mul_(self.momentum).add_((1 - self.momentum) * q.to(self.value))
         return float(self.value)
+
+
+@dataclass
+class EntropyBalanceConfig:
+    enabled: bool = False
+    weight: float = 0.1  # λ
+    target: float = 0.4  # H* in nats (the dynamic target's start)
+    mode: str = "separate"  # separate (reference: its own student pass) | reuse (the mixed CE's logits)
+    dynamic: bool = False  # H* = EMA of a percentile of the batch entropy (reference, commented out)
+    momentum: float = 0.9999
+    percentile: float = 60.0
+    target_init: str = "fixed"  # dynamic H*'s start: fixed (target) | first_batch (the reference's log)
+
+
+class EntropyBalance(AddOn):
+    """EBDA: λ·mean (H − H*)² of the student's prediction of the augmented mixed images ("loss_eb")."""
+
+    key = "ebda"
+
+    def __init__(self, cfg: EntropyBalanceConfig):
+        super().__init__(cfg)
+        if cfg.target_init not in ("fixed", "first_batch"):
+            raise ValueError(f"method.ebda.target_init must be 'fixed' or 'first_batch', got {cfg.target_init!r}")
+        if cfg.mode not in EBDA_MODES:
+            raise ValueError(f"method.ebda.mode must be one of {EBDA_MODES}, got {cfg.mode!r}")
+        self.own_pass = cfg.mode == "separate"
+        self.target = (DynamicEntropyTarget(None if cfg.target_init == "first_batch" else cfg.target,
+                                            cfg.momentum, cfg.percentile) if cfg.dynamic else None)
+        self._entropies: list[float] = []
+
+    pass_uses_aux_head = False  # the separate pass runs the prediction only
+
+    def build(self, method):
+        return {"entropy_target": self.target} if self.target is not None else {}
+
+    def mixed_losses(self, method, s):
+        if self.own_pass:
+            return {}
+        return {"loss_eb": self.loss(s.mixed_logits, s.mixed_img.shape[-2:])}
+
+    def pass_losses(self, method, s):
+        return {"loss_eb": self.loss(method.student_pass(s.mixed_img, aux=False)[0], s.mixed_img.shape[-2:])}
+
+    def loss(self, logits, size):
+        """λ·mean (H − H*)² over every pixel of the prediction (H* fixed, or dynamic)."""
+        if self.target is not None and not self.target.started:  # first_batch start
+            self.target.update(pixel_entropy(upsample_to(logits.detach(), tuple(size))))
+        target = self.target.value if self.target is not None else self.cfg.target
+        loss, entropy = entropy_balance_loss(logits, tuple(size), target, self.cfg.weight)
+        if self.target is not None:
+            self.target.update(entropy)
+        self._entropies.append(float(entropy.mean()))
+        return loss
+
+    def diagnostics(self):
+        """The mixed prediction's mean entropy (nats) and the target."""
+        if not self._entropies:
+            return {}
+        row = {"mixed_entropy": sum(self._entropies) / len(self._entropies),
+               "entropy_target": float(self.target.value) if self.target is not None else self.cfg.target}
+        self._entropies = []
+        return row

@@ -7,8 +7,14 @@ inference. For stages f1…f4 (a 512×512 crop, MiT-B5):
    Linear per stage, bilinear to stride 4, concatenation, separable ASPP (1, 6, 12, 18) → 512.
 2. **Image vector** v ∈ R^512: a conv whose kernel covers the whole last stage (16×16 for a
    512² crop: a fully connected layer over f4, ~67 M parameters) — ``image_vector="conv"``, the
-   reference's layer, which only fits the crop size it is built for (``image_size``); or
-   ``"pool"``: global average pooling + Linear, for any input size (not in the reference).
+   reference's layer, built for one crop size (``image_size``); or ``"pool"``: global average
+   pooling + Linear (not in the reference). The reference's conv only runs on a last stage of
+   exactly its kernel's size (its flatten breaks otherwise); here a last stage of another size
+   (HRDA's context and detail views, other crops, MIC's batch of another shape) is first
+   resampled onto the kernel's grid by adaptive average pooling — block means where the stage is
+   larger (exact 2×2 means at twice the size), cell repetition where it is smaller — so the conv
+   still sees one value per kernel cell, each the mean of the stage over that cell's share of
+   the image. At the built size the pooling is the identity: the reference's layer, unchanged.
 3. **Meta-net** (CoCoOp): π = W2·ReLU(W1·v), 512 → 32 → text width.
 4. **Prompts**: 16 learnable context vectors ~ N(0, 0.02²), each shifted by π per image, then the
    class name and "." — "X X … X {name}." — with the reference's substitutions (person →
@@ -134,10 +140,8 @@ class CMFHead(nn.Module):
     def image_vectors(self, last: torch.Tensor) -> torch.Tensor:
         if self.image_vector_kind == "pool":
             return self.image_vector(last.mean(dim=(2, 3)))
-        if tuple(last.shape[-2:]) != self.image_vector.kernel_size:
-            raise ValueError(f"TigDA's image-vector conv is built for a last stage of {self.image_vector.kernel_size} "
-                             f"(method.tigda_image_size) but got {tuple(last.shape[-2:])}; set "
-                             "method.tigda_image_size to the crop the head sees or method.tigda_image_vector=pool")
+        if tuple(last.shape[-2:]) != self.image_vector.kernel_size:  # another input size: onto the kernel's grid
+            last = F.adaptive_avg_pool2d(last, self.image_vector.kernel_size)
         return self.image_vector(last).flatten(1)
 
     def text_features(self, v: torch.Tensor) -> torch.Tensor:
