@@ -22,6 +22,11 @@ def test_demo_end_to_end_and_rerun(tmp_path, tiny_train_args, capsys):
     report = (out / "report.md").read_text()
     for label in ("source_only", "daformer_from_source_only", "source_only_continued", "oracle"):
         assert f"| {label} |" in report
+    # The report states the gain it exists to show near the top, and shows every run's predictions.
+    top = report[:report.index("\n## ")]
+    assert "points over the source-only model" in top and "points over the equal-budget control" in top
+    assert "The oracle" in top and "![predictions](report_files/predictions.png)" in top
+    assert (out / "report_files" / "predictions.png").stat().st_size > 0
     runs = out / "minicity_gta2cs"
     for key in ("source_only", "daformer", "continued", "oracle"):
         assert (runs / f"{key}_s0" / "eval.json").exists()
@@ -32,3 +37,18 @@ def test_demo_end_to_end_and_rerun(tmp_path, tiny_train_args, capsys):
         assert any(not torch.equal(start[k], v) for k, v in network_weights(runs / f"{key}_s0")[0].items())
     assert run_demo(out, data, **kwargs) == 0
     assert capsys.readouterr().out.count("reusing it") == 4
+
+
+def test_demo_headline_states_the_gains():
+    from udaseg.demo import ADAPT_ITERS, headline
+
+    finals = {"source_only": {"mIoU19": 0.20}, "daformer": {"mIoU19": 0.25}, "continued": {"mIoU19": 0.21},
+              "oracle": {"mIoU19": 0.40}}
+    text = headline(finals, "mIoU19", oracle=True)
+    assert "reaches 25.0 mIoU19" in text and "+5.0 points over the source-only model" in text
+    assert "+4.0 points over the equal-budget control" in text and f"same {ADAPT_ITERS} more iterations" in text
+    assert "closes 25 % of the source-only → oracle gap" in text
+    assert "oracle" not in headline(finals, "mIoU19", oracle=False)
+    finals["oracle"] = {"mIoU19": 0.19}  # a tiny run's oracle may not beat source-only
+    assert "no gap to close" in headline(finals, "mIoU19", oracle=True)
+    assert "the same 7 more iterations" in headline(finals, "mIoU19", False, adapt_iters=7)

@@ -102,3 +102,28 @@ def test_entropy_legend_says_what_solid_and_dashed_mean(tiny_run, tmp_path, figu
     legend = figures["entropy.png"].axes[0].get_legend()
     styles = {t.get_text(): h.get_linestyle() for t, h in zip(legend.get_texts(), legend.legend_handles)}
     assert styles["correctly predicted pixels"] == "-" and styles["wrongly predicted pixels"] == "--"
+
+
+def test_prediction_picture_has_column_titles_and_a_class_colour_legend(tiny_run):
+    import torch
+
+    from udaseg.data.catalog import get_label_space
+    from udaseg.engine.checkpoint import load_network
+    from udaseg.engine.summary import prediction_figure
+    from udaseg.engine.trainer import build_dataset
+
+    network, cfg = load_network(tiny_run)
+    val_sets = [(spec, build_dataset(spec, cfg.data_root, cfg.benchmark.label_space)) for spec in cfg.benchmark.val]
+    fig = prediction_figure([("source-only", network), ("again", network)], val_sets, torch.device("cpu"), per_set=2)
+    try:
+        assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "ground truth", "source-only", "again"]
+        assert fig.axes[0].get_ylabel().startswith(cfg.benchmark.val[0].name)
+        space = get_label_space(cfg.benchmark.label_space)
+        legend = fig.legends[0]
+        assert [t.get_text() for t in legend.get_texts()][:19] == list(space.classes)
+        colours = [tuple(round(c * 255) for c in h.get_facecolor()[:3]) for h in legend.legend_handles[:19]]
+        assert colours == [tuple(c) for c in space.palette]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

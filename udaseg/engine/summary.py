@@ -2,7 +2,9 @@
 
 ``summary.md`` is the report of this one run (:mod:`udaseg.report`: headline table, per-class IoU,
 per-class bars, loss and mIoU curves, confusion matrix) followed by ``predictions.png``: a few
-images of each validation set with their ground truth and the evaluated network's prediction.
+images of each validation set with their ground truth and the evaluated network's prediction, in
+titled columns with a legend of the class colours (:func:`prediction_grid`, which ``udaseg demo``
+also uses for its runs side by side).
 """
 
 from __future__ import annotations
@@ -19,45 +21,103 @@ from udaseg.models.inference import infer_logits
 SAMPLES_PER_SET = 3
 
 
-def _sample_rows(network: nn.Module, spec, dataset, device: torch.device, count: int) -> list[np.ndarray]:
-    """``count`` evenly spaced items of ``dataset`` as rows [image | ground truth | prediction]."""
-    picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
-    rows = []
+def _predict(network: nn.Module, spec, image: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The evaluated prediction (train ids ``[H, W]``) of ``network`` for one ``uint8 [3, H, W]``
+    image, with the evaluation set's inference settings."""
     was_training = network.training
     network.eval()
     try:
-        for index in sorted(set(picks.tolist())):
-            item = dataset[index]
-            with torch.no_grad():
-                logits = infer_logits(network, item["img"][None].to(device), mode=spec.mode,
-                                      test_scale=tuple(spec.test_scale) if spec.test_scale else None,
-                                      window=tuple(spec.window) if spec.window else None,
-                                      stride=tuple(spec.stride) if spec.stride else None, flip=spec.flip)
-            pred = logits.argmax(dim=1)[0].cpu().numpy()
-            palette = dataset.label_space.palette
-            image = item["img"].permute(1, 2, 0).numpy()
-            rows.append(np.concatenate([image, colorize(item["label"].numpy().clip(0, 255), palette),
-                                        colorize(pred, palette)], axis=1))
+        with torch.no_grad():
+            scales = getattr(spec, "scales", None)
+            logits = infer_logits(network, image[None].to(device), mode=spec.mode,
+                                  test_scale=tuple(spec.test_scale) if spec.test_scale else None,
+                                  window=tuple(spec.window) if spec.window else None,
+                                  stride=tuple(spec.stride) if spec.stride else None, flip=spec.flip,
+                                  scales=tuple(scales) if scales else None,
+                                  interpolation=getattr(spec, "interpolation", None) or "bilinear")
     finally:
         network.train(was_training)
-    return rows
+    return logits.argmax(dim=1)[0].cpu().numpy()
+
+
+def _picks(dataset, count: int) -> list[int]:
+    """``count`` evenly spaced indices of ``dataset``."""
+    return sorted(set(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int).tolist()))
+
+
+def prediction_grid(networks: list[tuple[str, nn.Module]], val_sets: list, device: torch.device, path: Path,
+                    per_set: int = SAMPLES_PER_SET, title: str | None = None) -> Path | None:
+    """Write :func:`prediction_figure` to ``path`` (None where the sets hold no image)."""
+    fig = prediction_figure(networks, val_sets, device, per_set, title)
+    if fig is None:
+        return None
+    from udaseg.report import _plt
+
+    plt = _plt()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def prediction_figure(networks: list[tuple[str, nn.Module]], val_sets: list, device: torch.device,
+                      per_set: int = SAMPLES_PER_SET, title: str | None = None):
+    """A matplotlib figure of ``per_set`` evenly spaced images of every validation set: one row
+    each, with the columns image | ground truth | the prediction of each ``(column title,
+    network)``, titled columns, the set's name on each row, and a legend of the label space's
+    class colours (black: pixels without a label, not evaluated). None where there is no image."""
+    rows = []  # (row name, [panels]) with panels uint8 [H, W, 3]
+    label_space = None
+    for spec, dataset in val_sets:
+        if not len(dataset):
+            continue
+        label_space = label_space or dataset.label_space
+        palette = dataset.label_space.palette
+        for index in _picks(dataset, per_set):
+            item = dataset[index]
+            panels = [item["img"].permute(1, 2, 0).numpy(),
+                      colorize(item["label"].numpy().clip(0, 255).astype(np.uint8), palette)]
+            panels += [colorize(_predict(net, spec, item["img"], device), palette) for _, net in networks]
+            rows.append((f"{getattr(spec, 'name', None) or 'val'} #{index}", panels))
+    if not rows:
+        return None
+    from udaseg.report import _plt
+
+    plt = _plt()
+    from matplotlib.patches import Patch
+
+    titles = ["image", "ground truth", *(name for name, _ in networks)]
+    height, width = rows[0][1][0].shape[:2]
+    panel_w = 3.0
+    panel_h = panel_w * height / width
+    classes = list(label_space.classes)
+    legend_cols = 5 if len(titles) < 4 else 7
+    legend_h = 0.2 * int(np.ceil((len(classes) + 1) / legend_cols))  # inches
+    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
+                             figsize=(panel_w * len(titles), panel_h * len(rows) + 0.45 + legend_h))
+    for r, (name, panels) in enumerate(rows):
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=10)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    handles = [Patch(facecolor=np.asarray(colour) / 255, edgecolor="0.5", label=cls)
+               for cls, colour in zip(classes, label_space.palette)]
+    handles.append(Patch(facecolor="black", edgecolor="0.5", label="no label (not evaluated)"))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, legend_h / fig.get_figheight(), 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), legend_cols),
+               fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0)
+    return fig
 
 
 def prediction_picture(network: nn.Module, val_sets: list, device: torch.device, path: Path,
                        per_set: int = SAMPLES_PER_SET) -> Path | None:
     """Write the [image | ground truth | prediction] grid of every validation set to ``path``."""
-    from PIL import Image
-
-    rows = []
-    for spec, dataset in val_sets:
-        if len(dataset):
-            rows += _sample_rows(network, spec, dataset, device, per_set)
-    if not rows:
-        return None
-    width = max(r.shape[1] for r in rows)
-    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    Image.fromarray(np.concatenate(padded, axis=0)).save(path)
-    return path
+    return prediction_grid([("prediction", network)], val_sets, device, path, per_set)
 
 
 def write_run_summary(run_dir: Path, network: nn.Module, val_sets: list, device: torch.device) -> Path:
@@ -68,6 +128,7 @@ def write_run_summary(run_dir: Path, network: nn.Module, val_sets: list, device:
     picture = prediction_picture(network, val_sets, device, run_dir / "predictions.png")
     if picture is not None:
         with out.open("a") as f:
-            f.write("\nPredictions of the evaluated network (each row: image, ground truth, prediction):\n\n"
+            f.write("\nPredictions of the evaluated network (each row: image, ground truth, prediction; "
+                    "class colours in the legend below the picture):\n\n"
                     f"![predictions]({picture.name})\n")
     return out
