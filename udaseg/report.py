@@ -481,7 +481,10 @@ def _plot_curves(groups: list[Group], path: Path) -> Path | None:
         plt.close(fig)
         return None
     continued = any(run.start for g in groups for run in g.runs)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_miou):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(min(span) - 0.02 * (max(span) - min(span) or 1), max(span) + 0.02 * (max(span) - min(span) or 1))
         ax.set_xlabel("iteration" + (" (a continued run starts where the run it continues ended)"
                                      if continued else ""), fontsize=8 if continued else None)
@@ -513,13 +516,15 @@ def _plot_pseudo_labels(groups: list[Group], path: Path) -> Path | None:
         label = g.name if g.name not in labelled else None
         labelled.add(g.name)
         for ax, key in ((ax_acc, "pl_acc"), (ax_w, "pseudo_weight")):
-            pts = [(m["iter"], m[key]) for m in rows if m.get(key) is not None]
+            pts = [(run.start + m["iter"], m[key]) for m in rows if m.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), alpha=0.7, color=f"C{gi}", label=label)
     ax_acc.set_title("pseudo-label pixel accuracy (diagnostics)")
     ax_w.set_title("pseudo-label weight q")
-    for ax in (ax_acc, ax_w):
-        ax.set_xlabel("iteration")
+    continued = any(run.start for _, _, run in series)
+    for ax in (ax_acc, ax_w):  # a continued run from where it starts, as in the curves
+        ax.set_xlabel("iteration" + (" (a continued run starts where the run it continues ended)"
+                                     if continued else ""), fontsize=8 if continued else None)
         ax.set_ylim(0, 1)
         _legend(ax, fontsize=7)
     return _save(plt, fig, path)
