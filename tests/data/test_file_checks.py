@@ -71,3 +71,106 @@ def test_predict_on_a_16bit_image_agrees_with_its_8bit_twin(tiny_run, tmp_path, 
 
     assert np.array_equal(pred("grey16"), pred("grey8"))
     assert np.array_equal(pred("rgb16"), pred("rgb8"))
+
+
+def _first_source_files(args: list[str]) -> tuple[Path, Path]:
+    """The source image and label file the training loader reads first (the stream's draw 0)."""
+    from udaseg import config as config_lib
+    from udaseg.engine import trainer
+
+    cfg = config_lib.compose(args)
+    stream = trainer.build_stream(cfg.benchmark.source, cfg.data_root, cfg.benchmark.label_space, cfg.seed,
+                                  trainer.SOURCE_STREAM)
+    index = stream[0]["index"]
+    return stream.dataset.samples[index].image, stream.dataset.label_source(index).path
+
+
+@pytest.mark.parametrize("kind, workers", [("image", 0), ("image", 1), ("label", 1)])
+def test_a_zero_byte_training_file_is_one_line_naming_it(minicity_copy, tiny_train_args, tmp_path, capsys,
+                                                         kind, workers):
+    from udaseg.cli import main
+
+    args = tiny_train_args(iters=2, data_root=minicity_copy, workers=workers)
+    image, label = _first_source_files(args)
+    path = image if kind == "image" else label
+    path.write_bytes(b"")
+    assert main(["train", *args, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    expected = ("a complete, readable image file" if kind == "image" else "a complete single-channel label PNG")
+    assert err.strip().splitlines() == [f"udaseg: error: cannot read {kind} {path} (0 bytes); expected {expected}"], err
+
+
+# ---------------------------------------------------------------------------------------------
+# Stale prepared label files.
+def _prepared_cityscapes(tmp_path: Path):
+    import data_fixtures as F
+    from udaseg.data.prepare import prepare
+
+    root = F.make_cityscapes(tmp_path / "cs")
+    prepare("cityscapes", root, progress=False, workers=1)
+    return root
+
+
+def _edit_raw_after_prepare(raw: Path, value: int) -> None:
+    import data_fixtures as F
+
+    F.put_label_value(raw, value)
+    later = os.stat(raw.with_name(raw.name.replace("_labelIds", "_labelTrainIds"))).st_mtime + 5
+    os.utime(raw, (later, later))  # coarse file-system clocks: make "edited after" unambiguous
+
+
+def test_a_raw_label_edited_after_prepare_is_read_with_a_warning(tmp_path):
+    from udaseg.data.base import StalePreparedWarning
+    from udaseg.data.registry import create_dataset
+
+    root = _prepared_cityscapes(tmp_path)
+    ds = create_dataset("cityscapes", root, "train")
+    raw, prepared = ds.samples[0].labels[0].path, ds.label_source(0).path
+    assert ds.label_source(0).prepared and ds.load(0)["label"][0, 0] != 10
+    _edit_raw_after_prepare(raw, 23)  # sky: train id 10
+    with pytest.warns(StalePreparedWarning) as caught:
+        ds = create_dataset("cityscapes", root, "train")
+    assert len(caught) == 1 and str(caught[0].message) == (
+        f"cityscapes split 'train' under {root}: 1 prepared label file(s) are older than the raw label they were "
+        f"made from (e.g. {prepared.relative_to(root)} is older than {raw.relative_to(root)}); reading the raw "
+        f"labels instead. Refresh them and the RCS statistics with `udaseg data prepare cityscapes {root} --force`")
+    assert ds.label_source(0).path == raw and ds.load(0)["label"][0, 0] == 10  # the edit is seen
+    assert ds.stale_prepared == [(prepared, raw)]
+
+
+def test_data_check_lists_stale_prepared_files_and_prepare_force_refreshes_them(tmp_path, recwarn):
+    from udaseg.data.base import StalePreparedWarning
+    from udaseg.data.check import check
+    from udaseg.data.prepare import prepare
+    from udaseg.data.registry import create_dataset
+    from udaseg.errors import DataError
+
+    root = _prepared_cityscapes(tmp_path)
+    raw = create_dataset("cityscapes", root, "train").samples[0].labels[0].path
+    _edit_raw_after_prepare(raw, 23)
+    report = check("cityscapes", root, workers=1)
+    assert not report.ok and [p.split(" is older")[0] for p in report.problems["stale_prepared"]] == [
+        raw.relative_to(root).as_posix().replace("_labelIds", "_labelTrainIds")]
+    with pytest.raises(DataError, match="--force"):
+        prepare("cityscapes", root, progress=False, workers=1)  # content differs: refused
+    prepare("cityscapes", root, progress=False, workers=1, force=True)
+    ds = create_dataset("cityscapes", root, "train")
+    assert ds.label_source(0).prepared and ds.load(0)["label"][0, 0] == 10 and not ds.stale_prepared
+    assert not [w for w in recwarn if issubclass(w.category, StalePreparedWarning)]
+
+
+def test_a_touched_raw_label_is_fresh_again_after_prepare(tmp_path):
+    from udaseg.data.base import StalePreparedWarning
+    from udaseg.data.prepare import prepare
+    from udaseg.data.registry import create_dataset
+
+    root = _prepared_cityscapes(tmp_path)
+    ds = create_dataset("cityscapes", root, "train")
+    raw = ds.samples[0].labels[0].path
+    later = os.stat(ds.label_source(0).path).st_mtime + 5
+    os.utime(raw, (later, later))  # same content, newer time (e.g. a copy that did not keep times)
+    with pytest.warns(StalePreparedWarning):
+        assert create_dataset("cityscapes", root, "train").stale_prepared
+    report = prepare("cityscapes", root, progress=False, workers=1)  # no --force needed: content is the same
+    assert report.label_files["unchanged"] > 0 and report.label_files["written"] == report.label_files["refused"] == 0
+    assert not create_dataset("cityscapes", root, "train").stale_prepared

@@ -28,6 +28,8 @@ raw ids and maps them through the catalog's lookup table — so unprepared folde
 little slower. ``udaseg_prepared.json`` (written by prepare) records which label space the
 prepared files hold; without it they are taken as Cityscapes train ids, which is what DAFormer's
 converters write.
+A prepared file older than the raw file of its sample (the raw one was edited after prepare) is
+*stale*: the raw file is read instead and a :class:`StalePreparedWarning` says so once per dataset.
 
 Every label read is checked: values outside the encoding's id set, an image/label size mismatch
 or an unreadable file raise a :class:`~udaseg.errors.DataError` subclass that names the file and
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +70,13 @@ Image.MAX_IMAGE_PIXELS = 1 << 30
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors with the details ``udaseg data check`` reports.
+# Errors with the details ``udaseg data check`` reports. Every argument but the message has a
+# default: a DataLoader worker's error is rebuilt from its message alone (udaseg/errors.py), and
+# then keeps its class (the details are lost; the message names the file).
 class MissingSplitError(DataError):
     """The folder of a split (or the dataset root) does not exist."""
 
-    def __init__(self, message: str, path: Path):
+    def __init__(self, message: str, path: Path | None = None):
         super().__init__(message)
         self.path = path
 
@@ -79,7 +84,7 @@ class MissingSplitError(DataError):
 class PairingError(DataError):
     """Images without labels or labels without images, found when a dataset is constructed."""
 
-    def __init__(self, message: str, unpaired: Sequence[Unpaired]):
+    def __init__(self, message: str, unpaired: Sequence[Unpaired] = ()):
         super().__init__(message)
         self.unpaired = list(unpaired)
 
@@ -87,7 +92,7 @@ class PairingError(DataError):
 class EmptySplitError(DataError):
     """A split folder exists but holds no usable sample."""
 
-    def __init__(self, message: str, path: Path, unpaired: Sequence[Unpaired] = ()):
+    def __init__(self, message: str, path: Path | None = None, unpaired: Sequence[Unpaired] = ()):
         super().__init__(message)
         self.path = path
         self.unpaired = list(unpaired)
@@ -96,7 +101,7 @@ class EmptySplitError(DataError):
 class UnreadableFileError(DataError):
     """A file that cannot be decoded (truncated, corrupt, not an image, wrong channel layout)."""
 
-    def __init__(self, message: str, path: Path):
+    def __init__(self, message: str, path: Path | None = None):
         super().__init__(message)
         self.path = path
 
@@ -104,7 +109,7 @@ class UnreadableFileError(DataError):
 class SizeMismatchError(DataError):
     """An image and its label (or depth map) have different sizes."""
 
-    def __init__(self, message: str, path: Path):
+    def __init__(self, message: str, path: Path | None = None):
         super().__init__(message)
         self.path = path
 
@@ -112,10 +117,15 @@ class SizeMismatchError(DataError):
 class LabelValueError(DataError):
     """A label file holds values outside its encoding's id set."""
 
-    def __init__(self, message: str, path: Path, values: Sequence[int]):
+    def __init__(self, message: str, path: Path | None = None, values: Sequence[int] = ()):
         super().__init__(message)
         self.path = path
         self.values = list(values)
+
+
+class StalePreparedWarning(UserWarning):
+    """Prepared ``*_labelTrainIds.png`` files older than the raw label files they were made from
+    (the raw files were edited after ``udaseg data prepare``): the raw files are read instead."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,6 +615,7 @@ class SegDataset(torch.utils.data.Dataset):
         self.samples = scan.samples
         self.has_labels = bool(self.samples[0].labels)
         self._label_choice = [self._choose_label(s) for s in self.samples] if self.has_labels else []
+        self.stale_prepared = self._avoid_stale_prepared()
 
     # -- hooks ----------------------------------------------------------------------------------
     def scan(self) -> SplitScan:
@@ -694,6 +705,41 @@ class SegDataset(torch.utils.data.Dataset):
                 f"`udaseg data prepare {self.name} {self.root} --label-space {self.label_space.name} --force`)")
         native = [s for s in usable if s.encoding.native_space == self.label_space.name]
         return (native or usable)[0]
+
+    def _avoid_stale_prepared(self) -> list[tuple[Path, Path]]:
+        """``(prepared file, raw file)`` for every chosen prepared label file that is older than a raw
+        label file of its sample: the raw file was edited after ``udaseg data prepare``, so the
+        prepared one no longer says the same. Those samples read the raw file instead, and one
+        :class:`StalePreparedWarning` names the first pair and the command that refreshes them.
+
+        Why read the raw file and warn rather than raise: prepare always converts from the raw file,
+        so reading it gives exactly what a fresh prepare would (only a little slower); and the test
+        is by modification time, which a copy that does not keep times (``cp`` without ``-p``) can
+        also trip, so a false alarm must not stop a run. One ``stat`` per file; prepare refreshes the
+        time of a prepared file it finds unchanged, so ``--force`` silences the warning for good.
+        """
+        stale: list[tuple[Path, Path]] = []
+        for i, (sample, chosen) in enumerate(zip(self.samples, self._label_choice)):
+            if not chosen.prepared:
+                continue
+            originals = [s for s in sample.labels if not s.prepared and s.encoding.supports(self.label_space)]
+            try:
+                made = os.stat(chosen.path).st_mtime_ns
+                newer = [s for s in originals if os.stat(s.path).st_mtime_ns > made]
+            except OSError:  # gone since the scan: load() names it
+                continue
+            if newer:
+                stale.append((chosen.path, newer[0].path))
+                self._label_choice[i] = newer[0]
+        if stale:
+            prepared, raw = stale[0]
+            option = "" if self.label_space.name == "cityscapes19" else f" --label-space {self.label_space.name}"
+            warnings.warn(StalePreparedWarning(
+                f"{self.name} split {self.split!r} under {self.root}: {len(stale)} prepared label file(s) are "
+                f"older than the raw label they were made from (e.g. {relative(prepared, self.root)} is older "
+                f"than {relative(raw, self.root)}); reading the raw labels instead. Refresh them and the RCS "
+                f"statistics with `udaseg data prepare {self.name} {self.root}{option} --force`"), stacklevel=3)
+        return stale
 
     # -- the contract ----------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -9,6 +9,8 @@ and reports:
 * unreadable files (truncated, corrupt, not an image, a multi-channel label);
 * image/label (and image/depth) size mismatches;
 * label values outside the file's id set (e.g. 40 in a Cityscapes ``_labelIds`` file), with the values;
+* stale prepared files: a ``*_labelTrainIds.png`` older than the raw label it was made from (the
+  raw one was edited after ``udaseg data prepare``; loaders read the raw one and warn);
 
 and a class histogram: each class's share of the labelled pixels, in the dataset's label space,
 over all checked splits. ``report.ok`` is False on any problem (the CLI then exits with 1);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from udaseg.data.base import (PREPARED_MANIFEST, SAMPLE_CLASS_STATS, EmptySplitError, LabelValueError, SegDataset,
-                              SizeMismatchError, UnreadableFileError, check_same_size, parallel_map, read_depth_metres,
-                              read_label, read_prepared_state, read_rgb, relative)
+                              SizeMismatchError, StalePreparedWarning, UnreadableFileError, check_same_size,
+                              parallel_map, read_depth_metres, read_label, read_prepared_state, read_rgb, relative)
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
 from udaseg.data.registry import get_dataset_class, open_splits
 from udaseg.errors import DataError
@@ -40,6 +43,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "unreadable": "unreadable files",
     "size_mismatch": "size mismatches",
     "label_values": "label values outside the id set",
+    "stale_prepared": "prepared label files older than their raw label (run prepare --force)",
 }
 LISTED_PER_KIND = 10
 
@@ -134,7 +138,9 @@ def check(dataset: str, root: Path, *, splits: list[str] | None = None, class_ma
     opened: list[SegDataset] = []
     for split in names or [None]:
         try:
-            found, missing = open_splits(dataset, root, [split] if split else None, **options)
+            with warnings.catch_warnings():  # listed below as problems instead
+                warnings.simplefilter("ignore", StalePreparedWarning)
+                found, missing = open_splits(dataset, root, [split] if split else None, **options)
         except EmptySplitError as err:
             report.add("empty_split", str(err).split("; expected")[0])
             for item in err.unpaired:
@@ -156,6 +162,8 @@ def check(dataset: str, root: Path, *, splits: list[str] | None = None, class_ma
         report.label_space = ds.label_space
         for item in ds.unpaired:
             report.add("unpaired", item.describe(root))
+        for prepared, raw in ds.stale_prepared:
+            report.add("stale_prepared", f"{relative(prepared, root)} is older than {relative(raw, root)}")
         results = parallel_map(_check_sample, list(range(len(ds))), ds, workers=workers, progress=progress,
                                desc=f"check {dataset} {ds.split}")
         for problems, counts in results:

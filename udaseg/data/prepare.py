@@ -29,12 +29,19 @@ unless ``force``. Every file is written to a temporary name in its folder and re
 half-written file is ever visible, and temporary files are removed on failure. While a run
 changes the label space of a root, the manifest marks it as unfinished and loaders read the raw
 labels instead of the prepared ones. Label files are processed in parallel worker processes.
+
+Staleness: a raw label edited after prepare leaves its train-id file older than its source;
+loaders then read the raw file and warn (:class:`~udaseg.data.base.StalePreparedWarning`), and
+``udaseg data check`` lists it, until prepare runs again (``--force`` when the content changed).
+Every train-id file prepare writes or finds unchanged is given a time no older than its source.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +51,8 @@ import numpy as np
 from PIL import Image
 
 from udaseg.data.base import (PREPARED_MANIFEST, SAMPLE_CLASS_STATS, SAMPLES_WITH_CLASS, PrepareJob,
-                              atomic_write, parallel_map, read_label, read_prepared_state, relative)
+                              StalePreparedWarning, atomic_write, parallel_map, read_label, read_prepared_state,
+                              relative)
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
 from udaseg.data.registry import open_splits
 from udaseg.errors import DataError
@@ -103,7 +111,9 @@ def prepare(dataset: str, root: Path, *, force: bool = False, label_space: str =
             options["label_space"] = label_space
     else:
         options["label_space"] = label_space
-    datasets, _ = open_splits(dataset, root, labelled=True, **options)
+    with warnings.catch_warnings():  # prepare reads the raw files and refreshes stale prepared ones
+        warnings.simplefilter("ignore", StalePreparedWarning)
+        datasets, _ = open_splits(dataset, root, labelled=True, **options)
     space: LabelSpace = datasets[0].label_space
     jobs = _unique_jobs(job for ds in datasets for job in ds.prepare_jobs())
     report = PrepareReport(dataset, root, space.name, [ds.split for ds in datasets],
@@ -178,12 +188,27 @@ def _run_job(context: tuple[LabelSpace, bool], job: PrepareJob) -> tuple[str, np
     status = "written"
     if job.out.exists():
         if _same_label(job.out, read.label):
+            _mark_fresh(job.out, job.source.path)
             return "unchanged", read.counts
         if not force:
             return "refused", read.counts
         status = "overwritten"
     atomic_write(job.out, lambda tmp: _write_png(tmp, read.label))
+    _mark_fresh(job.out, job.source.path)
     return status, read.counts
+
+
+def _mark_fresh(out: Path, source: Path) -> None:
+    """A train-id file older than its source (unchanged after the raw file was touched or edited
+    back, or a source time ahead of the clock): give it the current time, so that loaders stop
+    taking it for stale (``SegDataset`` compares modification times)."""
+    try:
+        made, edited = os.stat(out).st_mtime_ns, os.stat(source).st_mtime_ns
+        if made < edited:
+            now = max(time.time_ns(), edited)  # a source time in the future (clock skew) too
+            os.utime(out, ns=(now, now))
+    except OSError:  # e.g. a read-only copy: loaders keep reading the raw file, with their warning
+        pass
 
 
 def _same_label(path: Path, label: np.ndarray) -> bool:
