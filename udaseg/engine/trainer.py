@@ -45,11 +45,18 @@ from omegaconf import DictConfig, OmegaConf
 
 import udaseg
 from udaseg import config as config_lib
-from udaseg.data.catalog import get_label_space
 from udaseg import dist
-from udaseg.engine.checkpoint import load_checkpoint, save_atomic
-from udaseg.models.weights import checkpoint_trust
+from udaseg.data.artefacts import StageView
+from udaseg.data.catalog import get_label_space
+from udaseg.data.registry import create_dataset
+from udaseg.data.sampling import RareClassSampling, TrainStream, UnionDataset
+from udaseg.data.transforms import TrainPipeline
+from udaseg.engine.checkpoint import load_checkpoint, load_input, save_atomic
+from udaseg.engine.evaluator import evaluate
+from udaseg.engine.summary import write_run_summary
 from udaseg.errors import ConfigError, DataError, UdasegError
+from udaseg.methods import MethodContext, create_method, get_method_class
+from udaseg.models.weights import checkpoint_trust
 
 SOURCE_STREAM, TARGET_STREAM = 0, 1
 
@@ -163,8 +170,6 @@ def dataset_root(spec: Any, data_root: str) -> Path:
 
 
 def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | None = None):
-    from udaseg.data.registry import create_dataset
-
     root = dataset_root(spec, data_root)
     try:
         dataset = create_dataset(spec.dataset, root, split or spec.split, label_space=label_space,
@@ -174,16 +179,11 @@ def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | N
                         f"data_root is {data_root!r})") from None
     artefacts = {k: spec.get(k) for k in ("subset", "labels_from", "pseudo_labels") if spec.get(k)}
     if artefacts:
-        from udaseg.data.artefacts import StageView
-
         dataset = StageView(dataset, **artefacts)
     return dataset
 
 
 def build_stream(spec: Any, data_root: str, label_space: str, seed: int, stream: int):
-    from udaseg.data.sampling import RareClassSampling, TrainStream, UnionDataset
-    from udaseg.data.transforms import TrainPipeline
-
     dataset = build_dataset(spec, data_root, label_space)
     if spec.rcs.enabled and (spec.subset or spec.labels_from or spec.pseudo_labels):
         raise ConfigError("rare class sampling needs the dataset's own labels; switch off rcs for a stream "
@@ -339,8 +339,6 @@ def headline_metric(cfg: DictConfig) -> str:
 def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, it: int) -> list[dict]:
     """Every validation set of the benchmark on the method's ``eval_network()``; one ``eval.json``
     row each (plus its name, the iteration and the confusion matrix for the report)."""
-    from udaseg.engine.evaluator import evaluate
-
     results = []
     network = method.eval_network()
     if network is None:  # a stage that trains no segmentation network (DiGA's translator)
@@ -409,8 +407,6 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
 
 def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_args: list[str] | None,
            progress: bool) -> dict:
-    from udaseg.methods import MethodContext, create_method, get_method_class
-
     # 1. Set-up.
     if cfg.select_on_val and not cfg.eval_every:
         raise ConfigError("select_on_val picks the best of the periodic evaluations: it needs eval_every > 0")
@@ -445,8 +441,6 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
 
     # 3. Method (and its state when resuming).
-    from udaseg.engine.checkpoint import load_input
-
     ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.schedule.horizon or cfg.iters,
                         label_space=get_label_space(label_space), device=device, precision=cfg.precision,
                         inputs={name: load_input(spec, f"inputs.{name}") for name, spec in cfg.inputs.items()})
@@ -563,8 +557,6 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
             logger.log(_eval_log_row(row, time.time() - t0, final=True))
         (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
         if method.eval_network() is not None and results:
-            from udaseg.engine.summary import write_run_summary
-
             write_run_summary(run_dir, method.eval_network(), val_sets, device)
     logger.close()
     dist.barrier()
