@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
+from udaseg import config as config_lib
+from udaseg.data.catalog import get_label_space
 from udaseg.errors import UdasegError
+from udaseg.models import create_model, load_state_dict_strict
 from udaseg.models.runs import load_checkpoint, locate_run, network_weights, run_config_of  # noqa: F401
 from udaseg.models.weights import read_torch_file
 
@@ -36,12 +40,6 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
     """The ``network`` (student, teacher …) of a udaseg run or checkpoint, in eval mode on
     ``device``, with the run's resolved config: ``(model, cfg)``. ``model.checkpoint_path`` names
     the file the weights came from (commands print it)."""
-    from omegaconf import OmegaConf
-
-    from udaseg import config as config_lib
-    from udaseg.data.catalog import get_label_space
-    from udaseg.models import create_model, load_state_dict_strict
-
     weights, cfg_path, ckpt_path = network_weights(source, network)
     cfg = config_lib.load_resolved(cfg_path)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
