@@ -31,11 +31,11 @@ RECIPES=(
   "oracle|oracle|minicity_gta2cs minicity_cs2acdc|method=oracle"
   "daformer|daformer|minicity_gta2cs minicity_cs2acdc|minicity_rcs method=daformer_minicity"
   "daformer+mic|daformer+mic|minicity_gta2cs|minicity_rcs minicity_mic method=daformer_minicity"
-  "daformer+mic|daformer+mic|minicity_cs2acdc|minicity_rcs minicity_mic method=daformer_minicity method.mic_mode=separate"
+  "daformer+mic|daformer+mic|minicity_cs2acdc|minicity_rcs minicity_mic method=daformer_minicity method.mic.mode=separate"
   "hrda|hrda|minicity_gta2cs|minicity_rcs minicity_hrda $GTA_MARGINS"
   "hrda|hrda|minicity_cs2acdc|minicity_rcs minicity_hrda"
   "hrda+mic|hrda+mic|minicity_gta2cs|minicity_rcs minicity_hrda minicity_mic $GTA_MARGINS"
-  "hrda+mic|hrda+mic|minicity_cs2acdc|minicity_rcs minicity_hrda minicity_mic method.mic_mode=separate"
+  "hrda+mic|hrda+mic|minicity_cs2acdc|minicity_rcs minicity_hrda minicity_mic method.mic.mode=separate"
   # TigDA and EBDA (issue 5) against DAFormer on the benchmarks their papers use; the baselines
   # of the two further benchmarks first.
   "source_only|source_only|minicity_synthia2cs minicity_cs2foggy|method=source_only"

@@ -57,7 +57,7 @@ PRESETS: dict[str, list[BenchEntry]] = {
         BenchEntry((*_MINICITY, "method=source_only", "precision=bf16")),
         BenchEntry((*_MINICITY, "method=daformer_minicity")),
         # What the ImageNet feature distance costs (one more backbone forward on the source images).
-        BenchEntry((*_MINICITY, "method=daformer_minicity", "method.fd_lambda=0", "method.label=daformer(fd off)")),
+        BenchEntry((*_MINICITY, "method=daformer_minicity", "method.fd.weight=0", "method.label=daformer(fd off)")),
         BenchEntry((*_MINICITY, "minicity_mic", "method=daformer_minicity", "method.label=daformer+mic")),
         BenchEntry((*_MINICITY, "minicity_hrda")),
         BenchEntry((*_MINICITY, "minicity_hrda", "minicity_mic", "method.label=hrda+mic")),
@@ -80,7 +80,7 @@ PRESETS: dict[str, list[BenchEntry]] = {
         BenchEntry(("benchmark=gta2cs_hr", "model=mitb5_hrda", "schedule=poly10warm", "model.pretrained=null",
                     "method=hrda")),
         BenchEntry(("benchmark=gta2cs_hr", "model=mitb5_hrda", "schedule=poly10warm", "model.pretrained=null",
-                    "method=hrda", "method.mic=true", "method.mic_block_size=64", "method.label=hrda+mic")),
+                    "method=hrda", "method.mic=true", "method.mic.block_size=64", "method.label=hrda+mic")),
         BenchEntry(("benchmark=gta2cs", "model=deeplabv2_r101", "schedule=poly09_sgd", "method=source_only",
                     "benchmark.source.crop_size=[720,1280]")),
     ],

@@ -72,7 +72,7 @@ class CLIPTextTower(TextTower):
         if not weights:
             raise ConfigError("the CLIP text tower needs weights: 'openai' (open_clip's hub copy), a local "
                               "checkpoint file, or 'random' for a deliberately untrained tower "
-                              "(method.tigda_text_weights)")
+                              "(method.tigda.text_weights)")
         try:
             import open_clip
         except ImportError as err:  # pragma: no cover - a pinned dependency
