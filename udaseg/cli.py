@@ -65,11 +65,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from udaseg import dist
     from udaseg.engine import trainer
 
-    if args.resume and args.out and not args.config:
+    # --resume with a whole composition (an experiment file or every group) is compared with the
+    # run's config as before; with single key=value overrides it edits the run's own config.
+    composed = any("=" not in a for a in args.config) or \
+        {a.split("=", 1)[0] for a in args.config} >= set(config_lib.GROUPS)
+    if args.resume and args.out and not composed:
         saved = Path(args.out) / "config.yaml"
         if not saved.exists():
             raise UdasegError(f"--resume: {args.out} has no config.yaml (not a udaseg run directory)")
-        cfg = config_lib.load_resolved(saved)
+        # key=value overrides (e.g. iters=… to train longer) edit the run's own config; a change
+        # needs --force (prepare_run_dir lists what differs).
+        cfg = config_lib.apply_overrides(config_lib.load_resolved(saved), args.config)
     else:
         cfg = config_lib.compose(args.config)
     run_dir = Path(args.out) if args.out else trainer.default_run_dir(cfg)
@@ -107,6 +113,21 @@ def _dataset_options(items: list[str]) -> dict:
     return options
 
 
+def _check_writable(out: str | None) -> None:
+    """Fail before a long evaluation, not after it, when ``--out`` cannot be written."""
+    if not out:
+        return
+    import tempfile
+
+    folder = Path(out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UdasegError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
 def _write_eval(rows: list[dict], out: str | None) -> None:
     import json
 
@@ -121,6 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from udaseg.engine.evaluator import evaluate, evaluate_predictions
 
     options = _dataset_options(args.option)
+    _check_writable(args.out)
     if args.predictions:
         if args.source:
             raise UdasegError("give either RUN_DIR|CKPT or --predictions DIR, not both")
@@ -428,7 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # key=value overrides after an option: `train minicity_cpu --quiet iters=5` (argparse stops at options)
+        if getattr(args, "config", None) is None or any(e.startswith("-") for e in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)} (see udaseg {getattr(args, 'command', '')} --help)")
+        args.config = list(args.config) + extras
     try:
         if getattr(args, "trust_checkpoint", False):
             from udaseg.models.weights import checkpoint_trust

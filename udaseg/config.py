@@ -221,8 +221,17 @@ def group_file(group: str, name: str) -> Path:
         return Path(name)
     path = CONFIG_DIR / group / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown {group} {name!r}; available: {', '.join(available(group)) or 'none'}")
+        raise ConfigError(f"unknown {group} {name!r}{did_you_mean(name, available(group))}; "
+                          f"available: {', '.join(available(group)) or 'none'}")
     return path
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _group_data(group: str, name: str) -> tuple[str, dict]:
@@ -245,9 +254,18 @@ def _merge(base: DictConfig, update: dict, source: str, prefix: str = "") -> Dic
     except OmegaConfBaseException as err:
         key = f"{prefix}{err.full_key}" if getattr(err, "full_key", None) else prefix.rstrip(".") or "?"
         reason = str(err).splitlines()[0]
+        hint = ""
         if "not in" in reason:
             reason = "unknown key"
-        raise ConfigError(f"{source}: {reason}: '{key}'") from None
+            hint = did_you_mean(key.rsplit(".", 1)[-1], _sibling_keys(base, str(getattr(err, "full_key", "") or "")))
+        raise ConfigError(f"{source}: {reason}: '{key}'{hint}") from None
+
+
+def _sibling_keys(cfg: DictConfig, full_key: str) -> list[str]:
+    """The keys beside ``full_key`` in ``cfg`` (for suggestions)."""
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
 def _upgrade_method_keys(base: DictConfig, update: dict, source: str) -> dict:
@@ -331,6 +349,11 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
         cfg = _merge(cfg, data, source)
         cfg = _merge_dotted(cfg, dotted, source)  # `schedule.horizon: 250000`: edits a group the file chooses
     dotlist = [f"{k}={v}" for k, v in overrides if k not in GROUPS]
+    staged = [k for k, _ in overrides if k == "stages" or k.startswith("stages.")]
+    if staged and not cfg.stages:
+        raise ConfigError(f"command line: {staged[0]} edits a pipeline stage, but this config has no stages "
+                          "(a plain training run); pipelines come from an experiment file with a 'stages' table "
+                          "(docs/pipelines.md)")
     for item in dotlist:
         try:
             update = OmegaConf.from_dotlist([item])
@@ -338,6 +361,24 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
             raise ConfigError(f"command line: cannot parse {item!r}: {err}") from None
         cfg = _merge(cfg, OmegaConf.to_container(update), "command line")
 
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, args: list[str]) -> DictConfig:
+    """``key=value`` overrides on top of a resolved config (``udaseg train --resume … iters=N``);
+    a group name or experiment file is an error: a resumed run keeps its own composition."""
+    files, overrides = _split_cli(list(args))
+    groups = [k for k, _ in overrides if k in GROUPS]
+    if files or groups:
+        raise ConfigError(f"--resume continues the run's own config.yaml: it takes key=value overrides of single "
+                          f"keys (e.g. iters=…), not {(files or groups)[0]!r}")
+    for key, value in overrides:
+        try:
+            update = OmegaConf.from_dotlist([f"{key}={value}"])
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"command line: cannot parse {key}={value!r}: {err}") from None
+        cfg = _merge(cfg, OmegaConf.to_container(update), "command line")
     validate(cfg)
     return cfg
 
@@ -405,9 +446,21 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"'benchmark.val[{i}].scales': positive factors, with whole-image inference only")
         if val.interpolation not in ("bilinear", "bicubic"):
             raise ConfigError(f"'benchmark.val[{i}].interpolation' must be bilinear or bicubic, got {val.interpolation!r}")
-    for key in ("iters", "benchmark.batch_size"):
+    for key in ("iters", "benchmark.batch_size", "log_every", "checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"'{key}' must be at least 1")
+            raise ConfigError(f"'{key}' must be at least 1, got {OmegaConf.select(cfg, key)}")
+    for key, meaning in (("eval_every", "0 = only at the end"), ("workers", "0 = load in the main process"),
+                         ("threads", "0 = torch's default"), ("seed", "any non-negative integer"),
+                         ("schedule.warmup_iters", "0 = no warm-up")):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"'{key}' must be ≥ 0 ({meaning}), got {OmegaConf.select(cfg, key)}")
+    import math
+
+    for key in ("schedule.lr", "schedule.weight_decay", "schedule.min_lr"):
+        value = OmegaConf.select(cfg, key)
+        if not math.isfinite(value) or value < 0 or (key == "schedule.lr" and value == 0):
+            raise ConfigError(f"'{key}' must be a finite number {'> 0' if key == 'schedule.lr' else '≥ 0'}, "
+                              f"got {value}")
     horizon, offset = cfg.schedule.horizon, cfg.schedule.offset
     if offset < 0 or (horizon is not None and horizon < offset + cfg.iters):
         raise ConfigError(f"'schedule.horizon' ({horizon}) must cover schedule.offset + iters "

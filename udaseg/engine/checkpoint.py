@@ -5,6 +5,7 @@ checkpoint or the new one — never half a file."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,20 +21,60 @@ from udaseg.models.runs import load_checkpoint, locate_run, network_weights, run
 from udaseg.models.weights import read_torch_file
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, flushed, then renamed over it, with the
+    permissions of an ordinary new file (the umask's). A failed write (disk full, read-only
+    filesystem, file-size limit) removes the temporary file, leaves the previous ``path`` intact
+    and raises a one-line :class:`UdasegError` saying why."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise UdasegError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a failed write as RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        raise UdasegError(f"cannot write {path}: {_write_failure(err, path.parent)}"
+                          + ("; the previous file is intact" if path.exists() else "")) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_failure(err: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: the OS error, or (torch's zip writer hides it) the free space."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < (64 << 20):
+        return f"the disk is full ({free >> 20} MiB free)"
+    return "the write failed (disk full, a file-size limit or a quota?)"
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed run left in ``folder``
+    (``.last.pt.*.tmp``); returns them. Safe only while no other process writes there."""
+    orphans = sorted(Path(folder).glob(".*.pt.*.tmp")) if Path(folder).is_dir() else []
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 def load_network(source: str | os.PathLike, network: str = "student", device: str | torch.device = "cpu"):

@@ -78,13 +78,29 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     return found
 
 
+def _output_stem(path: Path) -> str:
+    return path.stem.removesuffix("_leftImg8bit").removesuffix("_rgb_anon")
+
+
+def check_unique_outputs(inputs: list[tuple[Path, Path]]) -> None:
+    """Two inputs whose predictions would land in the same output file (``a/x.png`` and
+    ``b/x.png`` given as files, ``x.png`` and ``x.jpg`` in one folder, ``x_leftImg8bit.png`` and
+    ``x.png``) are an error before anything is written — never a silent overwrite."""
+    seen: dict[Path, Path] = {}
+    for path, sub in inputs:
+        key = sub / _output_stem(path)
+        if key in seen:
+            raise UdasegError(f"{seen[key]} and {path} would both be written as {key}_*.png: predict them into "
+                              "separate --out folders, or rename one")
+        seen[key] = path
+
+
 def frames_of(path: Path, sub: Path, video_stride: int) -> Iterator[Frame]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         for frame in _video_frames(path, video_stride):
             yield Frame(frame.image, sub / frame.out_dir, frame.stem)
     else:
-        stem = path.stem.removesuffix("_leftImg8bit").removesuffix("_rgb_anon")
-        yield Frame(_read_image(path), sub, stem)
+        yield Frame(_read_image(path), sub, _output_stem(path))
 
 
 def run_predict(args) -> int:
@@ -92,6 +108,8 @@ def run_predict(args) -> int:
     from udaseg.engine.checkpoint import load_network
     from udaseg.engine.trainer import pick_device
 
+    inputs = collect_inputs(args.inputs)
+    check_unique_outputs(inputs)  # before any work
     device = pick_device(args.device)
     model, cfg = load_network(args.source, args.network, device)
     print(f"checkpoint: {model.checkpoint_path} ({args.network})")
@@ -105,7 +123,6 @@ def run_predict(args) -> int:
     interpolation = val.get("interpolation", "bilinear") if val is not None else "bilinear"
     formats = args.format or ["color"]
     out = Path(args.out)
-    inputs = collect_inputs(args.inputs)
 
     from tqdm import tqdm
 

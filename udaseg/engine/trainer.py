@@ -30,9 +30,11 @@ What happens, in order:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -51,12 +53,14 @@ from udaseg.data.catalog import get_label_space
 from udaseg.data.registry import create_dataset
 from udaseg.data.sampling import RareClassSampling, TrainStream, UnionDataset
 from udaseg.data.transforms import TrainPipeline
-from udaseg.engine.checkpoint import load_checkpoint, load_input, save_atomic
+from udaseg.engine.checkpoint import load_checkpoint, load_input, remove_orphan_temporaries, save_atomic
 from udaseg.engine.evaluator import evaluate
 from udaseg.engine.summary import write_run_summary
 from udaseg.errors import ConfigError, DataError, UdasegError
 from udaseg.methods import MethodContext, create_method, get_method_class
 from udaseg.models.weights import checkpoint_trust
+
+log = logging.getLogger(__name__)
 
 SOURCE_STREAM, TARGET_STREAM = 0, 1
 
@@ -74,6 +78,9 @@ def pick_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"'device' must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: this machine has no usable CUDA GPU (torch.cuda.is_available() is "
+                          "False); use device=cpu or device=auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist.local_rank())
     elif device.type == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
@@ -175,8 +182,9 @@ def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | N
         dataset = create_dataset(spec.dataset, root, split or spec.split, label_space=label_space,
                                  **OmegaConf.to_container(spec.options))
     except DataError as err:
-        raise DataError(f"{err}\n(check the dataset with: udaseg data check {spec.dataset} {root}; "
-                        f"data_root is {data_root!r})") from None
+        # data_root only matters for a relative root (an absolute one comes from e.g. eval --root).
+        origin = "" if Path(spec.root).is_absolute() else f"; the root is relative to data_root={data_root!r}"
+        raise DataError(f"{err}\n(check the dataset with: udaseg data check {spec.dataset} {root}{origin})") from None
     artefacts = {k: spec.get(k) for k in ("subset", "labels_from", "pseudo_labels") if spec.get(k)}
     if artefacts:
         dataset = StageView(dataset, **artefacts)
@@ -395,14 +403,55 @@ def _all_finite(values: dict[str, float], device: torch.device) -> bool:
     return ok
 
 
+class _LineProgress:
+    """Progress for a log file (no terminal): one line per tenth of the run instead of tqdm's
+    carriage-return updates, with the same ``update``/``set_postfix``/``close`` calls."""
+
+    def __init__(self, total: int, initial: int, desc: str):
+        self.total, self.n, self.desc, self.postfix, self.t0 = total, initial, desc, {}, time.time()
+        self.every = max(1, total // 10)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n % self.every == 0 or self.n == self.total:
+            extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {self.n}/{self.total} ({100 * self.n // self.total}%) "
+                  f"{time.time() - self.t0:.0f}s {extra}".rstrip(), file=sys.stderr, flush=True)
+
+    def set_postfix(self, values: dict) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, initial: int, desc: str):
+    """tqdm on a terminal; a line per tenth of the run when stderr is a file or a pipe."""
+    if not sys.stderr.isatty():
+        return _LineProgress(total, initial, desc)
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
+
+
 # ---------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
           cli_args: list[str] | None = None, progress: bool = True) -> dict:
     """Run (or resume) one training run; returns the final ``eval.json`` content. Files it reads
     (``--resume``'s checkpoint, ``model.init_from``, ``model.pretrained``, ``inputs``) never run
     code unless the config says ``trust_checkpoint: true``."""
-    with checkpoint_trust(cfg.trust_checkpoint):
-        return _train(cfg, run_dir, resume=resume, force=force, cli_args=cli_args, progress=progress)
+    run_dir = Path(run_dir)
+    fresh = not run_dir.exists()
+    try:
+        with checkpoint_trust(cfg.trust_checkpoint):
+            return _train(cfg, run_dir, resume=resume, force=force, cli_args=cli_args, progress=progress)
+    except BaseException:
+        # A start that failed (wrong data_root, a bad weight file …) leaves no empty run directory
+        # behind; one that trained (a log row or a checkpoint) is kept for --resume.
+        started = (run_dir / "metrics.jsonl").exists() or last_checkpoint(run_dir).exists()
+        if fresh and not started and dist.is_main():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_args: list[str] | None,
@@ -420,6 +469,8 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
     if dist.is_main():
         cfg = prepare_run_dir(cfg, run_dir, resume, force, cli_args or [])
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphan_temporaries(run_dir / "checkpoints"):  # a write a kill interrupted
+            log.info("removed %s, left by an interrupted checkpoint write", orphan)
     cfg = dist.broadcast_object(cfg)
     seed_everything(rank_seed(cfg.seed, dist.rank()), cfg.deterministic)
 
@@ -450,6 +501,7 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         env["pretrained_weights"] = getattr(getattr(method, "student", None), "pretrained_weights", None)
         (run_dir / "env.json").write_text(json.dumps(env, indent=2))
     start_iter, elapsed_before, best = 0, 0.0, None
+    log_sums: dict = {"sums": {}, "count": 0}  # loss sums since the last log row (kept in checkpoints)
     # Rank 0 decides whether there is a checkpoint; every rank then reads it, so under several
     # nodes the run directory must be on a filesystem they share (a clear error otherwise).
     if dist.broadcast_object(resume and last_checkpoint(run_dir).exists()):
@@ -463,6 +515,7 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         method.load_checkpoint_state(state["method"])
         start_iter, elapsed_before = state["iter"], state.get("elapsed", 0.0)
         best = state.get("best")
+        log_sums = state.get("log_sums") or {"sums": {}, "count": 0}
         rng = state["rng"]
         if len(rng) != dist.world_size():
             raise UdasegError(f"{last_checkpoint(run_dir)} was written by a run of {len(rng)} process(es); "
@@ -470,6 +523,10 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         set_rng_state(rng[dist.rank()])
         if dist.is_main():
             _truncate_metrics(run_dir / "metrics.jsonl", start_iter)
+    elif resume:
+        if dist.is_main():
+            print(f"--resume: {run_dir} has no checkpoint yet; training starts at iteration 0", file=sys.stderr)
+            _truncate_metrics(run_dir / "metrics.jsonl", 0)
     if distributed:
         method.setup_distributed([device.index] if device.type == "cuda" else None,
                                  find_unused_parameters=cfg.find_unused_parameters)
@@ -480,12 +537,9 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
     tgt_iter = make_loader(unlabelled, start_iter, cfg, device) if unlabelled is not None else None
     bar = None
     if progress and dist.is_main():
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.iters, initial=start_iter, desc=cfg.method.label or cfg.method.name, unit="it",
-                   dynamic_ncols=True)
-    sums: dict[str, float] = {}
-    count, t0 = 0, time.time() - elapsed_before
+        bar = progress_bar(cfg.iters, start_iter, cfg.method.label or cfg.method.name)
+    sums: dict[str, float] = dict(log_sums["sums"])
+    count, t0 = int(log_sums["count"]), time.time() - elapsed_before
     for it in range(start_iter, cfg.iters):
         source = to_device(next(src_iter), device)
         target, target_label = None, None
@@ -531,7 +585,8 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
             states = dist.all_gather_objects(rng_state())
             if dist.is_main():
                 save_atomic({"iter": done, "elapsed": time.time() - t0, "method": method.checkpoint_state(),
-                             "rng": states, "best": best, "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
+                             "rng": states, "best": best, "log_sums": {"sums": sums, "count": count},
+                             "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
             dist.barrier()
     if bar is not None:
         bar.close()
