@@ -52,7 +52,9 @@ SIZE = (32, 32)
 
 
 def test_every_registered_method_has_a_spec():
-    assert set(list_methods()) == set(SPECS), "give each registered method a tiny configuration in SPECS"
+    # Methods that tests register on the fly (tests/engine/test_trainer.py) live outside udaseg.
+    builtin = {name for name in list_methods() if get_method_class(name).__module__.startswith("udaseg.")}
+    assert builtin == set(SPECS), "give each registered method a tiny configuration in SPECS"
     assert METHODS.names() == list_methods()
 
 

@@ -481,12 +481,11 @@ def test_dg_mode_never_reads_a_target_training_image(tiny_train_args, tmp_path, 
     """diga_dg on minicity_gta_dg: the only training split opened is GTA's; every MiniCity target
     appears only as a validation set."""
     from udaseg import config as config_lib
-    from udaseg.data import registry
     from udaseg.engine import trainer
 
     opened = []
-    real = registry.create_dataset
-    monkeypatch.setattr(registry, "create_dataset",
+    real = trainer.create_dataset  # the trainer's name for udaseg.data.registry.create_dataset
+    monkeypatch.setattr(trainer, "create_dataset",
                         lambda name, root, split, **kw: opened.append((name, split)) or real(name, root, split, **kw))
     args = [a for a in tiny_train_args("diga_dg", benchmark="minicity_gta_dg", iters=2)
             if not a.startswith(("benchmark.target", "model"))] + [
