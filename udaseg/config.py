@@ -349,8 +349,10 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
         cfg = _merge(cfg, data, source)
         cfg = _merge_dotted(cfg, dotted, source)  # `schedule.horizon: 250000`: edits a group the file chooses
     dotlist = [f"{k}={v}" for k, v in overrides if k not in GROUPS]
-    staged = [k for k, _ in overrides if k == "stages" or k.startswith("stages.")]
-    if staged and not cfg.stages:
+    # `stages.NAME.key=…` edits a stage of a pipeline; on a config without stages it would silently
+    # make a one-stage pipeline of a plain run (a whole `stages={…}` table defines one on purpose).
+    staged = [k for k, _ in overrides if k.startswith("stages.")]
+    if staged and not cfg.stages and "stages" not in {k for k, _ in overrides}:
         raise ConfigError(f"command line: {staged[0]} edits a pipeline stage, but this config has no stages "
                           "(a plain training run); pipelines come from an experiment file with a 'stages' table "
                           "(docs/pipelines.md)")
