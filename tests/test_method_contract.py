@@ -62,7 +62,8 @@ def _build(name: str):
     model, options, space, _ = SPECS[name]
     cls = get_method_class(name)
     cfg = OmegaConf.merge(OmegaConf.structured(cls.Config), {"name": name, **options})
-    ctx = MethodContext(model_cfg=OmegaConf.create(model), schedule=OmegaConf.structured(ScheduleConfig(warmup_iters=0)),
+    ctx = MethodContext(model_cfg=OmegaConf.create(model),
+                        schedule=OmegaConf.structured(ScheduleConfig(warmup_iters=0)),
                         iters=10, label_space=get_label_space(space), device=torch.device("cpu"))
     torch.manual_seed(0)
     method = cls(cfg, ctx)

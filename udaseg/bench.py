@@ -11,8 +11,8 @@ iterations after ``warmup`` untimed ones. Reported per config:
   imports, before the method is built;
 * ``ratio_to_daformer`` / ``mem_ratio_to_daformer`` — the same against plain ``daformer`` with the
   same benchmark, model and precision, for DAFormer's add-ons (MIC, TigDA, EBDA);
-* ``ratio`` / ``mem_ratio`` — step time / memory over that of the ``source_only`` config with the same benchmark (batch and
-  crop) and precision in the same invocation, with the same model where there is one (else the
+* ``ratio`` / ``mem_ratio`` — step time / memory over that of the ``source_only`` config with the same benchmark
+  (batch and crop) and precision in the same invocation, with the same model where there is one (else the
   benchmark's first: HRDA against plain training of its base network) — the cost of a method
   relative to plain supervised training.
 
@@ -96,7 +96,8 @@ PRESETS["family"] = [
     BenchEntry((*_MINICITY, "minicity_advent", "method.multi_level=true", "method.label=advent(multi-level)")),
     BenchEntry((*_MINICITY, "minicity_bafft", "method.label=bafft_step1")),
     BenchEntry((*_MINICITY, "minicity_bafft", "method.step=2", "method.label=bafft_step2")),
-    BenchEntry((*_SYN16, "method=source_only", "model=minicity_lite0_deeplab_daf", "benchmark.source.options={depth: true}")),
+    BenchEntry((*_SYN16, "method=source_only", "model=minicity_lite0_deeplab_daf",
+                "benchmark.source.options={depth: true}")),
     BenchEntry((*_SYN16, "minicity_daf")),
     BenchEntry((*_PRODA, "method=source_only")),
     BenchEntry((*_PRODA, "method=diga", "method.styling=fda", "method.label=diga_warmup(fda)")),
@@ -181,7 +182,8 @@ def measure(args: list[str], steps: int, warmup: int, device_name: str = "auto")
     result = {
         "config": " ".join(args), "benchmark": cfg.benchmark.name, "method": cfg.method.label or cfg.method.name,
         "method_name": cfg.method.name, "model": cfg.model.name, "precision": cfg.precision,
-        "batch_size": batch, "crop": [h, w], "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "batch_size": batch, "crop": [h, w],
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
         "step_s": statistics.median(times), "step_s_iqr": [quartiles[0], quartiles[2]],
         "torch": torch.__version__,
@@ -215,7 +217,8 @@ def add_ratios(results: list[dict]) -> None:
         if r["method"] == "source_only":
             any_model.setdefault((r["benchmark"], r["precision"]), r)
     for r in ok:
-        ref = same_model.get((r["benchmark"], r["model"], r["precision"])) or any_model.get((r["benchmark"], r["precision"]))
+        ref = (same_model.get((r["benchmark"], r["model"], r["precision"]))
+               or any_model.get((r["benchmark"], r["precision"])))
         r["ratio"] = r["step_s"] / ref["step_s"] if ref else None
         r["mem_ratio"] = r["peak_mem_mib"] / ref["peak_mem_mib"] if ref and ref["peak_mem_mib"] > 0 else None
     # Add-ons of the self-training core (MIC, TigDA, EBDA …) against plain DAFormer on the same model.
@@ -223,7 +226,8 @@ def add_ratios(results: list[dict]) -> None:
     for r in ok:
         ref = daformer.get((r["benchmark"], r["model"], r["precision"])) if r["method_name"] == "daformer" else None
         r["ratio_to_daformer"] = r["step_s"] / ref["step_s"] if ref else None
-        r["mem_ratio_to_daformer"] = r["peak_mem_mib"] / ref["peak_mem_mib"] if ref and ref["peak_mem_mib"] > 0 else None
+        r["mem_ratio_to_daformer"] = (r["peak_mem_mib"] / ref["peak_mem_mib"]
+                                      if ref and ref["peak_mem_mib"] > 0 else None)
 
 
 def format_table(results: list[dict]) -> str:
@@ -233,10 +237,12 @@ def format_table(results: list[dict]) -> str:
         if "error" in r:
             lines.append(f"{r['config']}: FAILED: {r['error']}")
             continue
-        ratio, mem_ratio, daf = ("–" if r.get(k) is None else f"{r[k]:.2f}" for k in ("ratio", "mem_ratio", "ratio_to_daformer"))
+        ratio, mem_ratio, daf = ("–" if r.get(k) is None else f"{r[k]:.2f}"
+                                 for k in ("ratio", "mem_ratio", "ratio_to_daformer"))
         crop = f"{r['batch_size']}×{r['crop'][0]}×{r['crop'][1]}"
         lines.append(f"{r['benchmark']:<16} {r['method']:<16} {r['model']:<17} {r['precision']:<5} {crop:<13} "
-                     f"{r['step_s']:>9.3f} {1 / r['step_s']:>7.2f} {ratio:>6} {r['peak_mem_mib']:>10.0f} {mem_ratio:>6} {daf:>5}")
+                     f"{r['step_s']:>9.3f} {1 / r['step_s']:>7.2f} {ratio:>6} {r['peak_mem_mib']:>10.0f} "
+                     f"{mem_ratio:>6} {daf:>5}")
     return "\n".join(lines)
 
 

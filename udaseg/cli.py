@@ -184,7 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mode = args.mode or spec.mode
         window = args.window or (tuple(spec.window) if spec.window else None)
         stride = args.stride or (tuple(spec.stride) if spec.stride else None)
-        test_scale = tuple(args.test_scale) if args.test_scale else (tuple(spec.test_scale) if spec.test_scale else None)
+        test_scale = (tuple(args.test_scale) if args.test_scale
+                      else (tuple(spec.test_scale) if spec.test_scale else None))
         dataset = build_dataset(spec, cfg.data_root, cfg.benchmark.label_space)
         scales = tuple(args.scales) if args.scales else (tuple(spec.scales) if spec.get("scales") else None)
         result = evaluate(model, dataset, mode=mode, flip=args.flip or spec.flip, test_scale=test_scale,
@@ -210,7 +211,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for network, why in record["not_converted"].items():
         print(f"  no {network}: {why}")
     print(f"run directory: {args.out}\n  evaluate: udaseg eval {args.out}"
-          + (f" [--network teacher]" if "teacher" in record["networks"] else ""))
+          + (" [--network teacher]" if "teacher" in record["networks"] else ""))
     return 0
 
 
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  udaseg train benchmark=minicity_gta2cs method=source_only model=minicity_cnn schedule=minicity \\\n"
                "      iters=2000 seed=1 --out runs/so_s1\n"
-               "  udaseg train minicity_cpu benchmark=minicity_cs2acdc method=oracle   # an experiment file + overrides\n"
+               "  udaseg train minicity_cpu benchmark=minicity_cs2acdc method=oracle   # an experiment file + overrides\n"  # noqa: E501
                "  udaseg train --resume --out runs/so_s1                                # continue a killed run\n"
                "  udaseg train minicity_cpu minicity_daf_ida benchmark=minicity_synthia2cs stages.isl.iters=100 \\\n"
                "      --out runs/daf_ida      # a pipeline (a config with stages: docs/pipelines.md)\n"
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(strictly: a checkpoint of another model is an error listing what does not fit) and write "
                     "a run directory that eval, predict and model.init_from read.",
         epilog="examples:\n"
-               "  udaseg convert daformer_gta2cs.pth --model mitb5_daformer --benchmark gta2cs --out runs/daformer_rel\n"
+               "  udaseg convert daformer_gta2cs.pth --model mitb5_daformer --benchmark gta2cs --out runs/daformer_rel\n"  # noqa: E501
                "  udaseg convert mic_gta2cs.pth --model mitb5_hrda --benchmark gta2cs_hr --out runs/mic_rel\n"
                "  udaseg eval runs/mic_rel --network teacher")
     p.add_argument("checkpoint", metavar="FILE", help="the released checkpoint (.pth/.pt)")
@@ -453,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:  # key=value overrides after an option: `train minicity_cpu --quiet iters=5` (argparse stops at options)
         if getattr(args, "config", None) is None or any(e.startswith("-") for e in extras):
-            parser.error(f"unrecognized arguments: {' '.join(extras)} (see udaseg {getattr(args, 'command', '')} --help)")
+            parser.error(f"unrecognized arguments: {' '.join(extras)} "
+                         f"(see udaseg {getattr(args, 'command', '')} --help)")
         args.config = list(args.config) + extras
     try:
         if getattr(args, "trust_checkpoint", False):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -55,28 +55,28 @@ class TrainDataConfig:
     root: str = MISSING  # relative to ``data_root`` unless absolute
     split: str = "train"
     options: dict[str, Any] = field(default_factory=dict)  # loader options (conditions, beta, …)
-    img_scale: Optional[list[int]] = None  # mmseg keep-ratio resize (long, short)
-    ratio_range: Optional[list[float]] = None  # random factor on img_scale
-    fit_size: Optional[list[int]] = None  # keep-ratio fit inside (h, w), then pad
-    resize_to: Optional[list[int]] = None  # exact (h, w), aspect ratio not kept
+    img_scale: list[int] | None = None  # mmseg keep-ratio resize (long, short)
+    ratio_range: list[float] | None = None  # random factor on img_scale
+    fit_size: list[int] | None = None  # keep-ratio fit inside (h, w), then pad
+    resize_to: list[int] | None = None  # exact (h, w), aspect ratio not kept
     interpolation: str = "bilinear"
-    crop_size: Optional[list[int]] = None  # (h, w)
+    crop_size: list[int] | None = None  # (h, w)
     cat_max_ratio: float = 1.0  # DAFormer's crop rule; 1.0 disables it
     crop_rule: str = "mmseg"  # mmseg (cat_max_ratio) | diga (≥ 2 non-ignore classes over 2 %, 5 draws)
-    size_jitter: Optional[list[float]] = None  # DiGA's random size: H and W × U(lo, hi) independently
+    size_jitter: list[float] | None = None  # DiGA's random size: H and W × U(lo, hi) independently
     flip_prob: float = 0.5
     # HRDA/MIC "v2" pseudo-label crop: (top, bottom, left, right) pixels of the original image whose
     # pseudo-labels weigh 0, moved with the crop (a "valid_pseudo" map in the batch); None = off.
-    pseudo_margins: Optional[list[int]] = None
+    pseudo_margins: list[int] | None = None
     rcs: RareClassSamplingConfig = field(default_factory=RareClassSamplingConfig)
     # More datasets joined into this stream (e.g. Rain Cityscapes beside Foggy as one target), each
     # {dataset, root, split, options} with this stream's transforms; mixed by ``union_mix``.
     union: list[dict[str, Any]] = field(default_factory=list)
     union_mix: str = "concat"  # concat (each image once per epoch) | balanced (parts drawn equally often)
     # Artefacts of an earlier pipeline stage (``stage://NAME/...`` paths, udaseg.engine.pipeline):
-    subset: Optional[str] = None  # a text file of sample names (one per line): train on these only
-    labels_from: Optional[str] = None  # a folder of <name>.png train-id maps that replace the labels
-    pseudo_labels: Optional[str] = None  # a folder of <name>.png train-id maps, as batch key pseudo_label
+    subset: str | None = None  # a text file of sample names (one per line): train on these only
+    labels_from: str | None = None  # a folder of <name>.png train-id maps that replace the labels
+    pseudo_labels: str | None = None  # a folder of <name>.png train-id maps, as batch key pseudo_label
 
 
 @dataclass
@@ -88,14 +88,14 @@ class EvalDataConfig:
     root: str = MISSING
     split: str = "val"
     options: dict[str, Any] = field(default_factory=dict)
-    test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference
+    test_scale: list[int] | None = None  # (long, short) keep-ratio resize before inference
     interpolation: str = "bilinear"  # of that resize: bilinear (mmcv) | bicubic (PIL, antialiased)
     mode: str = "whole"  # whole | slide
-    window: Optional[list[int]] = None  # slide window (h, w), in the resized image
-    stride: Optional[list[int]] = None
+    window: list[int] | None = None  # slide window (h, w), in the resized image
+    stride: list[int] | None = None
     flip: bool = False
     # Multi-scale max fusion of the logits (e.g. [1.0, 0.5], DiGA's protocol); None = one scale.
-    scales: Optional[list[float]] = None
+    scales: list[float] | None = None
 
 
 @dataclass
@@ -104,7 +104,7 @@ class BenchmarkConfig:
     description: str = ""
     label_space: str = "cityscapes19"
     source: TrainDataConfig = field(default_factory=TrainDataConfig)
-    target: Optional[TrainDataConfig] = None  # None: no target data (source-only, DG)
+    target: TrainDataConfig | None = None  # None: no target data (source-only, DG)
     val: list[EvalDataConfig] = field(default_factory=list)
     batch_size: int = 2  # per process, for each of source and target
     metric: str = ""  # headline metric (mIoU19, mIoU16, mIoU7 …); "" = the label space's first subset
@@ -126,11 +126,11 @@ class ScheduleConfig:
     min_lr: float = 0.0
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
-    grad_clip: Optional[float] = None  # max global grad norm; None = off
+    grad_clip: float | None = None  # max global grad norm; None = off
     # The poly decay runs over ``horizon`` iterations (None = the run's ``iters``), and training
     # iteration t takes the LR of schedule iteration ``offset`` + t: the references that stop
     # early (ISL 25k of 90k, IDA 120k of 250k) or continue one schedule over several rounds.
-    horizon: Optional[int] = None
+    horizon: int | None = None
     offset: int = 0
 
 
@@ -141,14 +141,14 @@ class ModelConfig:
     head: str = MISSING
     backbone_options: dict[str, Any] = field(default_factory=dict)
     head_options: dict[str, Any] = field(default_factory=dict)
-    pretrained: Optional[str] = None  # local file or hub id; None = random init (with a notice)
-    normalization: Optional[str] = None  # imagenet | caffe_bgr; None = the backbone family's
-    align_corners: Optional[bool] = None  # None = the backbone family's convention
-    hrda: Optional[dict[str, Any]] = None  # HRDA multi-resolution options (udaseg.models.hrda); None = off
-    depth: Optional[dict[str, Any]] = None  # DAF depth branch options (udaseg.models.depth; {} = defaults); None = off
+    pretrained: str | None = None  # local file or hub id; None = random init (with a notice)
+    normalization: str | None = None  # imagenet | caffe_bgr; None = the backbone family's
+    align_corners: bool | None = None  # None = the backbone family's convention
+    hrda: dict[str, Any] | None = None  # HRDA multi-resolution options (udaseg.models.hrda); None = off
+    depth: dict[str, Any] | None = None  # DAF depth branch options (udaseg.models.depth; {} = defaults); None = off
     # Whole-network initialisation from a udaseg run directory or checkpoint (its student;
     # RUN:teacher for another network), after ``pretrained``; e.g. self-training from a source model.
-    init_from: Optional[str] = None
+    init_from: str | None = None
 
 
 @dataclass
@@ -447,7 +447,8 @@ def validate(cfg: DictConfig) -> None:
         if val.scales and (val.mode != "whole" or any(s <= 0 for s in val.scales)):
             raise ConfigError(f"'benchmark.val[{i}].scales': positive factors, with whole-image inference only")
         if val.interpolation not in ("bilinear", "bicubic"):
-            raise ConfigError(f"'benchmark.val[{i}].interpolation' must be bilinear or bicubic, got {val.interpolation!r}")
+            raise ConfigError(f"'benchmark.val[{i}].interpolation' must be bilinear or bicubic, "
+                              f"got {val.interpolation!r}")
     for key in ("iters", "benchmark.batch_size", "log_every", "checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be at least 1, got {OmegaConf.select(cfg, key)}")

@@ -23,7 +23,8 @@ for the layer order and tests/test_layers.py for its check.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 F = TypeVar("F")
 

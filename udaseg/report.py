@@ -2,8 +2,8 @@
 
 Runs are grouped by (benchmark, evaluation set, method label, model); the seeds of a group are
 aggregated as **mean ± sample standard deviation** (ddof = 1; one seed shows "± –" — no spread is
-measured — with its seed count beside it). Where a benchmark has a ``source_only`` and an ``oracle`` group, every method also
-gets the fraction of the source-only → oracle gap it closes:
+measured — with its seed count beside it). Where a benchmark has a ``source_only`` and an ``oracle`` group,
+every method also gets the fraction of the source-only → oracle gap it closes:
 (mIoU − source-only) / (oracle − source-only), computed on the group means.
 
 Written: one Markdown file with a summary table per benchmark/evaluation set, a per-class IoU
@@ -252,7 +252,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
         def references(model: str) -> tuple[Group | None, Group | None]:
             """Source-only and oracle of ``model`` when both were run, else the benchmark's first pair."""
             pairs = {}
-            for g in bench_groups:
+            for g in bench_groups:  # noqa: B023 (called within this iteration only)
                 if g.label in ("source_only", "oracle"):
                     pairs.setdefault(g.model, {}).setdefault(g.label, g)
             pair = pairs.get(model) if len(pairs.get(model, {})) == 2 else next(

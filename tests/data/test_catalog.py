@@ -8,7 +8,7 @@ from udaseg.data import catalog as C
 
 
 def test_cityscapes_labels_match_cityscapesscripts():
-    ours = {l.id: l for l in C.CITYSCAPES_LABELS}
+    ours = {lab.id: lab for lab in C.CITYSCAPES_LABELS}
     assert len(ours) == len(cs_labels.labels) == 35
     for ref in cs_labels.labels:
         lab = ours[ref.id]

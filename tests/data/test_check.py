@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 
+import data_fixtures as F
 import numpy as np
 import pytest
 
-import data_fixtures as F
 from udaseg.cli import main
 from udaseg.data.check import LISTED_PER_KIND, check
 from udaseg.errors import DataError

@@ -3,15 +3,22 @@ options, and every bad-input case with the file named in the error."""
 
 from __future__ import annotations
 
+import data_fixtures as F
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import data_fixtures as F
 from udaseg.data import catalog
-from udaseg.data.base import (EmptySplitError, LabelValueError, MissingSplitError, PairingError, SizeMismatchError,
-                              UnreadableFileError, read_index_label)
+from udaseg.data.base import (
+    EmptySplitError,
+    LabelValueError,
+    MissingSplitError,
+    PairingError,
+    SizeMismatchError,
+    UnreadableFileError,
+    read_index_label,
+)
 from udaseg.data.registry import create_dataset, dataset_options, list_datasets
 from udaseg.errors import ConfigError, DataError
 
@@ -69,7 +76,8 @@ def test_names_follow_the_export_conventions(make):
     root = make("cityscapes")
     assert create_dataset("cityscapes", root, "val")[0]["name"] == "aachen_000000_000019"
     foggy = create_dataset("cityscapes_foggy", root, "val", beta=0.02)
-    assert [s.name for s in foggy.samples] == ["aachen_000000_000019_foggy_beta_0.02", "bonn_000000_000019_foggy_beta_0.02"]
+    assert [s.name for s in foggy.samples] == ["aachen_000000_000019_foggy_beta_0.02",
+                                               "bonn_000000_000019_foggy_beta_0.02"]
     rain = create_dataset("cityscapes_rain", root, "val")
     assert rain.samples[0].name == "aachen_000000_000019_rain_alpha_0.01_beta_0.005_dropsize_0.01_pattern_1"
     assert create_dataset("gta5", make("gta5"))[0]["name"] == "00001"

@@ -42,7 +42,8 @@ def test_16bit_values_keep_their_high_byte(tmp_path):
     grey16 = np.array([[0, 0x00FF, 0x0100, 0x80FF, 0xFFFF]], dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "g.png"), grey16)
     assert read_rgb(tmp_path / "g.png")[0, :, 0].tolist() == [0, 0, 1, 128, 255]
-    assert read_rgb(tmp_path / "g.png")[0, :, 0].tolist() == cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_COLOR)[0, :, 0].tolist()
+    expected = cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_COLOR)[0, :, 0].tolist()
+    assert read_rgb(tmp_path / "g.png")[0, :, 0].tolist() == expected
 
 
 def test_float_images_are_refused_naming_the_file(tmp_path):
@@ -104,6 +105,7 @@ def test_a_zero_byte_training_file_is_one_line_naming_it(minicity_copy, tiny_tra
 # Stale prepared label files.
 def _prepared_cityscapes(tmp_path: Path):
     import data_fixtures as F
+
     from udaseg.data.prepare import prepare
 
     root = F.make_cityscapes(tmp_path / "cs")

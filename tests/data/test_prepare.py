@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
+import data_fixtures as F
 import numpy as np
 import pytest
 from PIL import Image
 
-import data_fixtures as F
 from udaseg.cli import main
 from udaseg.data import catalog
 from udaseg.data.base import PREPARED_MANIFEST, read_prepared_state
@@ -71,7 +71,8 @@ def test_cityscapes_converts_train_and_val_and_counts_train_only(tmp_path):
     files = [e["file"] for e in json.loads((root / "sample_class_stats.json").read_text())]
     assert len(files) == 4 and all(f.startswith("gtFine/train/") for f in files)
     # the loader now reads the prepared files, with the same result as the raw ids
-    prepared, raw = create_dataset("cityscapes", root, "val"), create_dataset("cityscapes", root, "val", use_prepared=False)
+    prepared = create_dataset("cityscapes", root, "val")
+    raw = create_dataset("cityscapes", root, "val", use_prepared=False)
     assert prepared.label_source(0).prepared and not raw.label_source(0).prepared
     assert all(np.array_equal(prepared.load(i)["label"], raw.load(i)["label"]) for i in range(len(raw)))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
+import data_fixtures as F
 import numpy as np
 import pytest
 import torch
 
-import data_fixtures as F
 from udaseg.data.prepare import prepare
 from udaseg.data.registry import create_dataset
 from udaseg.data.sampling import RCS_RECROPS, RareClassSampling, TrainStream, rcs_class_probabilities
@@ -210,7 +210,8 @@ def test_union_of_datasets_concat_and_balanced():
 
     fog, rain = _Part("fog", 5), _Part("rain", 2)
     concat = UnionDataset([fog, rain], "concat")
-    assert len(concat) == 7 and [concat.load(i) for i in (0, 4, 5, 6)] == [("fog", 0), ("fog", 4), ("rain", 0), ("rain", 1)]
+    assert len(concat) == 7
+    assert [concat.load(i) for i in (0, 4, 5, 6)] == [("fog", 0), ("fog", 4), ("rain", 0), ("rain", 1)]
     balanced = UnionDataset([fog, rain], "balanced")
     assert len(balanced) == 10  # 2 parts × the largest (5)
     drawn = [balanced.load(i) for i in range(10)]

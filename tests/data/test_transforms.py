@@ -5,9 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from udaseg.data.transforms import (CROP_CHECKS, DIGA_CROP_TRIES, TrainPipeline, choose_crop, crop_accepted,
-                                    diga_crop_accepted, fit_size, hflip_sample, pad_sample, pad_to_aspect, rescale_size,
-                                    resize_sample)
+from udaseg.data.transforms import (
+    CROP_CHECKS,
+    DIGA_CROP_TRIES,
+    TrainPipeline,
+    choose_crop,
+    crop_accepted,
+    diga_crop_accepted,
+    fit_size,
+    hflip_sample,
+    pad_sample,
+    pad_to_aspect,
+    rescale_size,
+    resize_sample,
+)
 
 
 @pytest.mark.parametrize("hw, img_scale, expected", [

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from udaseg.data.catalog import get_label_space
 from udaseg import dist
+from udaseg.data.catalog import get_label_space
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from udaseg.data.catalog import TRAIN_ID_TO_LABEL_ID
 from udaseg import dist
+from udaseg.data.catalog import TRAIN_ID_TO_LABEL_ID
 from udaseg.engine.evaluator import evaluate, evaluate_predictions, index_predictions
 from udaseg.engine.export import export_prediction
 from udaseg.errors import DataError
@@ -119,8 +119,8 @@ def test_exported_predictions_score_like_the_model(tmp_path, fmt, fakes):
 
 
 def test_labelid_export_values():
-    from udaseg.engine.export import to_label_ids
     from udaseg.data.catalog import get_label_space
+    from udaseg.engine.export import to_label_ids
 
     ids = to_label_ids(np.array([[0, 13, 18, 255]]), get_label_space("cityscapes19"))
     assert ids.tolist() == [[7, 26, 33, 0]] and TRAIN_ID_TO_LABEL_ID[13] == 26

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from udaseg.models.inference import infer_logits, keep_ratio_size, predict, slide_windows
 from udaseg.models import create_model
+from udaseg.models.inference import infer_logits, keep_ratio_size, predict, slide_windows
 
 
 def test_keep_ratio_size_mmcv_rule():
@@ -66,7 +66,8 @@ def test_slide_inference_averages_overlapping_windows():
     count = torch.zeros(1, 1, 16, 24)
     for x1 in (0, 8):
         win = PositionModel()(x[:, :, :, x1:x1 + 16])
-        canvas[:, :, :, x1:x1 + 16] += nn.functional.interpolate(win, size=(16, 16), mode="bilinear", align_corners=False)
+        canvas[:, :, :, x1:x1 + 16] += nn.functional.interpolate(win, size=(16, 16), mode="bilinear",
+                                                                 align_corners=False)
         count[:, :, :, x1:x1 + 16] += 1
     torch.testing.assert_close(out, canvas / count)
     assert count[0, 0, 0].tolist() == [1] * 8 + [2] * 8 + [1] * 8

@@ -8,7 +8,15 @@ import torch
 from PIL import Image
 
 from udaseg.data.catalog import LabelSpace, get_label_space, raw_to_space_lut
-from udaseg.engine.evaluator import ConfusionMatrix, EvalResult, evaluate_predictions, nanmean, per_class_iou, pixel_accuracy, subset_means
+from udaseg.engine.evaluator import (
+    ConfusionMatrix,
+    EvalResult,
+    evaluate_predictions,
+    nanmean,
+    per_class_iou,
+    pixel_accuracy,
+    subset_means,
+)
 
 
 def test_iou_by_hand():
@@ -74,7 +82,8 @@ def test_matches_torchmetrics_jaccard():
     for _ in range(4):
         label = torch.randint(0, 17, (48, 64), generator=g)  # classes 17, 18 never in GT
         label[torch.rand(48, 64, generator=g) < 0.2] = 255
-        pred = torch.where(torch.rand(48, 64, generator=g) < 0.6, label.clamp(max=18), torch.randint(0, 18, (48, 64), generator=g))
+        pred = torch.where(torch.rand(48, 64, generator=g) < 0.6, label.clamp(max=18),
+                           torch.randint(0, 18, (48, 64), generator=g))
         pred[label == 255] = torch.randint(0, 19, (int((label == 255).sum()),), generator=g)
         metric.update(pred, label)
         cm.update(pred, label)

@@ -22,9 +22,9 @@ from udaseg.data.artefacts import StageView
 from udaseg.data.registry import create_dataset
 from udaseg.engine import pipeline
 from udaseg.engine.checkpoint import load_checkpoint
-from udaseg.models.inference import infer_logits
 from udaseg.engine.steps import PseudoLabelStepConfig, pseudo_labels
 from udaseg.errors import ConfigError, DataError
+from udaseg.models.inference import infer_logits
 
 ISL = {"method": "source_only",
        "benchmark": {"source": {"dataset": "cityscapes", "root": "cityscapes",
@@ -81,8 +81,8 @@ def test_plan_rejects_bad_stage_tables_before_anything_runs(tiny_train_args, tmp
 
 def test_lr_follows_the_schedule_horizon_and_offset(tiny_train_args):
     """ISL-style: poly 0.9 over a 90-iteration horizon, the run trains 10 iterations from 20."""
-    from udaseg.methods import MethodContext, create_method
     from udaseg.data.catalog import get_label_space
+    from udaseg.methods import MethodContext, create_method
 
     cfg = config_lib.compose(tiny_train_args(iters=10, schedule="poly09_sgd", **{
         "schedule.horizon": 90, "schedule.offset": 20, "schedule.lr": 1e-2, "schedule.warmup_iters": 0}))

@@ -13,8 +13,6 @@ from udaseg import dist
 from udaseg.engine import trainer
 
 
-
-
 def main(out_dir: str, args: str) -> None:
     cfg = config_lib.compose(json.loads(args) + ["device=cpu"])
     captured = {}

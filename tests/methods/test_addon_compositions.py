@@ -72,7 +72,8 @@ def test_every_composition_trains(tiny_train_args, batches, shared_tower, base, 
     args = tiny_train_args("daformer_minicity", iters=2, **OPTIONS, **switches) + (HRDA if base == "hrda" else [])
     method = _method(args).train()
     assert [a.key for a in method.addons] == ["fd", *[a for a in ("tigda", "ebda", "mic") if a in addons]]
-    expected = {"loss_src", "loss_fd", "loss_mix"} | {{"mic": "loss_mic", "ebda": "loss_eb"}[a] for a in addons if a != "tigda"}
+    addon_losses = {"mic": "loss_mic", "ebda": "loss_eb"}
+    expected = {"loss_src", "loss_fd", "loss_mix"} | {addon_losses[a] for a in addons if a != "tigda"}
     for it, (source, target) in enumerate(batches):
         losses = method.train_step(source, target, it)
         assert set(losses) == expected
@@ -88,7 +89,8 @@ def test_flat_keys_of_earlier_versions_load_with_a_deprecation_message(tiny_trai
     with pytest.warns(FutureWarning) as record:
         cfg = config_lib.compose(flat)
     messages = " ".join(str(w.message) for w in record)
-    assert "method.mic_block_size → method.mic.block_size" in messages and "method.mic_lambda → method.mic.weight" in messages
+    assert "method.mic_block_size → method.mic.block_size" in messages
+    assert "method.mic_lambda → method.mic.weight" in messages
     assert cfg.method.mic == {"enabled": True, "mode": "separatetrgaug", "block_size": 8, "ratio": 0.7, "weight": 0.5}
     assert (cfg.method.tigda.n_ctx, cfg.method.ebda.mode, cfg.method.fd.weight) == (4, "reuse", 0)
     both = tmp_path / "both.yaml"

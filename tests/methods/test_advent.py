@@ -193,7 +193,8 @@ def test_advent_paper_is_the_released_multi_level_setting():
     cfg = config_lib.compose(["advent_paper", "benchmark=gta2cs"])
     m = cfg.method
     assert m.multi_level is True and m.loss_norm == "valid" and m.disc_half is True
-    assert (m.seg_lambda_aux, m.adv_lambda, m.adv_lambda_aux, m.ent_lambda, m.disc_lr) == (0.1, 0.001, 0.0002, 0.0, 1e-4)
+    assert (m.seg_lambda_aux, m.adv_lambda, m.adv_lambda_aux, m.ent_lambda, m.disc_lr) == \
+        (0.1, 0.001, 0.0002, 0.0, 1e-4)
     assert (cfg.iters, cfg.schedule.horizon, cfg.schedule.lr, cfg.seed) == (120000, 250000, 2.5e-4, 1234)
     assert cfg.benchmark.batch_size == 1
     assert list(cfg.benchmark.source.resize_to) == [720, 1280] and list(cfg.benchmark.target.resize_to) == [512, 1024]

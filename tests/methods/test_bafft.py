@@ -16,9 +16,18 @@ from udaseg.data.catalog import get_label_space
 from udaseg.errors import ConfigError
 from udaseg.methods import MethodContext, create_method
 from udaseg.methods.bafft import BafftConfig
-from udaseg.methods.feature_banks import (FeatureBank, aim_weights, category_loss, connected_instances, image_regions,
-                                          instance_loss, masked_average, nearest_l1_distance, resolve_class_split,
-                                          separation_loss)
+from udaseg.methods.feature_banks import (
+    FeatureBank,
+    aim_weights,
+    category_loss,
+    connected_instances,
+    image_regions,
+    instance_loss,
+    masked_average,
+    nearest_l1_distance,
+    resolve_class_split,
+    separation_loss,
+)
 from udaseg.methods.pseudo_labels import classwise_thresholds, confidence_histogram
 
 CS = get_label_space("cityscapes19")

@@ -15,8 +15,16 @@ from PIL import Image
 from udaseg import config as config_lib
 from udaseg.data.catalog import get_label_space
 from udaseg.methods import MethodContext, adversarial, create_method, daf_ida
-from udaseg.methods.daf_ida import (INTRADA_RARE_IDS_19, berhu_loss, depth_aware_map, inverse_depth_from_metres,
-                                    ranking_score, rare_class_ids, rare_class_normaliser, split_easy_hard)
+from udaseg.methods.daf_ida import (
+    INTRADA_RARE_IDS_19,
+    berhu_loss,
+    depth_aware_map,
+    inverse_depth_from_metres,
+    ranking_score,
+    rare_class_ids,
+    rare_class_normaliser,
+    split_easy_hard,
+)
 
 SYN16 = get_label_space("synthia16")
 CS19 = get_label_space("cityscapes19")

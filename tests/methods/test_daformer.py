@@ -40,8 +40,8 @@ def test_daformer_trains_logs_diagnostics_and_saves_the_teacher(tmp_path, tiny_t
 
 def test_diagnostics_off(tmp_path, tiny_train_args):
     run = tmp_path / "r"
-    trainer.train(config_lib.compose(tiny_train_args("daformer_minicity", iters=2, diagnostics=False, **{"method.pseudo_ignore_bottom": 4})), run,
-                  progress=False)
+    args = tiny_train_args("daformer_minicity", iters=2, diagnostics=False, **{"method.pseudo_ignore_bottom": 4})
+    trainer.train(config_lib.compose(args), run, progress=False)
     assert "pl_acc" not in _rows(run)[0] and "pseudo_weight" in _rows(run)[0]
 
 
@@ -65,7 +65,8 @@ def _lite0(args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("model")] + LITE0_TINY
 
 
-def test_feature_distance_model_holds_the_imagenet_weights_when_the_student_starts_from_a_run(tmp_path, tiny_train_args):
+def test_feature_distance_model_holds_the_imagenet_weights_when_the_student_starts_from_a_run(tmp_path,
+                                                                                              tiny_train_args):
     """With model.init_from (the demo's DAFormer starts from its source-only run) the frozen model
     is rebuilt from model.pretrained: the reference's ImageNet model, not the run's backbone."""
     from omegaconf import OmegaConf
@@ -79,12 +80,14 @@ def test_feature_distance_model_holds_the_imagenet_weights_when_the_student_star
     cfg = config_lib.compose(_lite0(tiny_train_args("daformer_minicity", iters=2)) + [f"model.init_from={source}"])
     student = create_model(cfg.model, num_classes=19)
     imnet = imagenet_backbone(cfg.model, student, 19).state_dict()
-    pretrained = create_model({**OmegaConf.to_container(cfg.model), "init_from": None}, num_classes=19).backbone.state_dict()
+    pretrained = create_model({**OmegaConf.to_container(cfg.model), "init_from": None},
+                              num_classes=19).backbone.state_dict()
     key = "body.conv_stem.weight"
     assert torch.equal(imnet[key], pretrained[key])
     assert not torch.equal(imnet[key], student.backbone.state_dict()[key])  # the run trained it away
     no_init = config_lib.compose(_lite0(tiny_train_args("daformer_minicity", iters=2)))
-    assert torch.equal(imagenet_backbone(no_init.model, student, 19).state_dict()[key], student.backbone.state_dict()[key])
+    assert torch.equal(imagenet_backbone(no_init.model, student, 19).state_dict()[key],
+                       student.backbone.state_dict()[key])
 
 
 TIGDA_EBDA = {"method.tigda": "true", "method.tigda.embed_dim": 16, "method.tigda.n_ctx": 4,
@@ -125,9 +128,9 @@ def test_pseudo_label_crop_larger_than_the_crop_is_an_error(tmp_path, tiny_train
 
 @pytest.mark.parametrize("mode", ["separatetrgaug", "separate"])
 def test_mic_option(tmp_path, tiny_train_args, mode):
-    args = tiny_train_args("daformer_minicity", iters=2, **{"method.mic": "true", "method.mic.mode": mode,
-                                                            "method.mic.block_size": 8, "method.pseudo_threshold": "null",
-                                                            "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4})
+    args = tiny_train_args("daformer_minicity", iters=2, **{
+        "method.mic": "true", "method.mic.mode": mode, "method.mic.block_size": 8, "method.pseudo_threshold": "null",
+        "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4})
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]
     assert all(r["loss_mic"] > 0 for r in rows)
@@ -147,9 +150,9 @@ def test_hrda_and_hrda_mic_train(tmp_path, tiny_train_args):
 
 
 def test_v2_pseudo_margins_reach_the_method(tmp_path, tiny_train_args):
-    args = tiny_train_args("daformer_minicity", iters=1, **{"method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 0,
-                                                            "method.pseudo_threshold": "null",
-                                                            "benchmark.target.pseudo_margins": "[64,64,0,0]"})
+    args = tiny_train_args("daformer_minicity", iters=1, **{
+        "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 0, "method.pseudo_threshold": "null",
+        "benchmark.target.pseudo_margins": "[64,64,0,0]"})
     # Margins that cover the whole (64-row) target image: every pseudo-label weighs 0.
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     rows = [r for r in _rows(tmp_path / "r") if "eval" not in r]

@@ -103,7 +103,8 @@ def test_dynamic_target_with_hrda_is_checkpointed(tmp_path, tiny_train_args, ini
     hrda = ["model.hrda={hr_crop_size: [16, 32], hr_slide_stride: [8, 16], test_window: [32, 64], "
             "test_stride: [16, 32], attention_embed_dim: 8}"]
     args = tiny_train_args("ebda", iters=2, **{"method.ebda.dynamic": "true", "method.ebda.momentum": 0.5,
-                                               "method.ebda.target_init": init, "method.pseudo_ignore_top": 0, "method.pseudo_ignore_bottom": 4,
+                                               "method.ebda.target_init": init, "method.pseudo_ignore_top": 0,
+                                               "method.pseudo_ignore_bottom": 4,
                                                "method.fd.weight": 0}) + hrda
     trainer.train(config_lib.compose(args), tmp_path / "r", progress=False)
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["method"]["modules"]

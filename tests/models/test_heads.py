@@ -53,7 +53,8 @@ def test_daformer_head_structure_matches_spec():
         assert dw.kernel_size == (3, 3) and dw.dilation == (d, d) and dw.padding == (d, d)
         assert dw.groups == dw.in_channels == dw.out_channels == 1024
         assert pw.kernel_size == (1, 1) and (pw.in_channels, pw.out_channels) == (1024, 256)
-        assert isinstance(branch.depthwise_conv.bn, nn.BatchNorm2d) and isinstance(branch.pointwise_conv.bn, nn.BatchNorm2d)
+        assert isinstance(branch.depthwise_conv.bn, nn.BatchNorm2d)
+        assert isinstance(branch.pointwise_conv.bn, nn.BatchNorm2d)
     bottleneck = aspp.bottleneck.conv
     assert bottleneck.kernel_size == (3, 3) and (bottleneck.in_channels, bottleneck.out_channels) == (1024, 256)
     # no conv bias before a norm; plain BatchNorm

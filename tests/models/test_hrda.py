@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from udaseg.models import create_model
 from udaseg.methods.losses import hrda_loss
+from udaseg.models import create_model
 from udaseg.models.hrda import HRDASegmentor, random_box
 
 TINY = {"backbone": "tiny_cnn", "head": "segformer", "backbone_options": {"width": 8, "depths": [1, 1, 1, 1]},

@@ -28,7 +28,8 @@ def tiny_clip(tmp_path_factory):
     import open_clip
 
     folder = tmp_path_factory.mktemp("clip_cfg")
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
     (folder / "udaseg-tiny-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(folder)
@@ -167,7 +168,8 @@ class _StandInTower(TextTower):
 
 def _reference_cmf_logits(head, tower, feats):
     """The CMF head's forward as the reference's ``CMFHeadContext`` computes it (arch_option 1,
-    depth 2, tanh; 1×1 classifier, or the later commit's 3×3 projection first), written out on ``head``'s weights: token MLP on a contiguous
+    depth 2, tanh; 1×1 classifier, or the later commit's 3×3 projection first), written out on ``head``'s
+    weights: token MLP on a contiguous
     [B, HW, C] tensor, resize only the stages not at stride 4, image vector = conv on the last stage
     viewed [B, C], per image: prompts, text tower, ``x / x.norm()`` on pixels and text, a logit scale
     built as exp(log(1/τ)), the two bottleneck blocks (max over classes taken before the conv),

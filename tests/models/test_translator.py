@@ -7,9 +7,19 @@ import math
 import pytest
 import torch
 
-from udaseg.models.translator import (ImageTranslator, MultiScaleDiscriminator, SourceToTarget, VGGPerceptual,
-                                      fda_band, fourier_amplitude_swap, label_edge_mask, low_frequency_mask,
-                                      lsgan_discriminator_loss, lsgan_generator_loss, source_to_target_from_state)
+from udaseg.models.translator import (
+    ImageTranslator,
+    MultiScaleDiscriminator,
+    SourceToTarget,
+    VGGPerceptual,
+    fda_band,
+    fourier_amplitude_swap,
+    label_edge_mask,
+    low_frequency_mask,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    source_to_target_from_state,
+)
 
 
 def test_translator_outputs_cover_every_image_in_range_at_the_input_size():

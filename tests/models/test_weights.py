@@ -6,7 +6,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from udaseg.models import CheckpointMismatchError, create_backbone, create_model, load_checkpoint, load_pretrained, load_state_dict_strict
+from udaseg.models import (
+    CheckpointMismatchError,
+    create_backbone,
+    create_model,
+    load_checkpoint,
+    load_pretrained,
+    load_state_dict_strict,
+)
 
 TINY = {"backbone": "tiny_cnn", "head": "segformer", "backbone_options": {"width": 8},
         "head_options": {"embed_dim": 16}}
@@ -89,7 +96,8 @@ def test_load_checkpoint_picks_the_student_of_a_daformer_style_file(tmp_path):
 
 def test_load_checkpoint_of_another_model_lists_mismatched_keys(tmp_path):
     path = tmp_path / "ckpt.pt"
-    torch.save({"modules": {f"student.{k}": v for k, v in create_model(TINY, num_classes=7).state_dict().items()}}, path)
+    state = create_model(TINY, num_classes=7).state_dict()
+    torch.save({"modules": {f"student.{k}": v for k, v in state.items()}}, path)
     with pytest.raises(CheckpointMismatchError) as err:
         load_checkpoint(create_model(TINY, num_classes=19), path)
     message = str(err.value)

@@ -21,8 +21,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from udaseg.data.base import (CITYSCAPES_LABEL_IDS, CITYSCAPES_TRAIN_IDS, LabelSource, SampleFiles, SegDataset,
-                              SplitScan, Unpaired, files_with_suffix, pair_files, parse_choice, relative)
+from udaseg.data.base import (
+    CITYSCAPES_LABEL_IDS,
+    CITYSCAPES_TRAIN_IDS,
+    LabelSource,
+    SampleFiles,
+    SegDataset,
+    SplitScan,
+    Unpaired,
+    files_with_suffix,
+    pair_files,
+    parse_choice,
+    relative,
+)
 from udaseg.data.registry import register_dataset
 
 IMAGE_SUFFIX = "_rgb_anon.png"

@@ -153,7 +153,7 @@ def read_rgb(path: Path) -> np.ndarray:
         raise UnreadableFileError(
             f"cannot read image {path} ({_why_unreadable(path, err)}); expected a complete, readable image file",
             path) from None
-    if mode.startswith("I;16") or (mode == "I" and array.size and 0 <= array.min() and array.max() <= 0xFFFF):
+    if mode.startswith("I;16") or (mode == "I" and array.size and array.min() >= 0 and array.max() <= 0xFFFF):
         grey = (array.astype(np.uint16) >> 8).astype(np.uint8)  # mode "I": 16-bit PNGs in older Pillow
         return np.repeat(grey[..., None], 3, axis=2)
     kind = {"F": "32-bit floating point", "I": "32-bit integer"}.get(mode[:1], "multi-channel")
@@ -778,7 +778,8 @@ class SegDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(getattr(self, 'root', ''))!r}, split={getattr(self, 'split', '')!r}, "
-                f"label_space={getattr(getattr(self, 'label_space', None), 'name', '')!r}, samples={len(getattr(self, 'samples', ()))})")
+                f"label_space={getattr(getattr(self, 'label_space', None), 'name', '')!r}, "
+                f"samples={len(getattr(self, 'samples', ()))})")
 
 
 def check_same_size(image_path: Path, image: np.ndarray, other_path: Path, other: np.ndarray) -> None:

@@ -22,8 +22,8 @@ ids, because they keep classes the 19-class tables drop (SYNTHIA lane marking â†
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -86,14 +86,14 @@ CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = tuple(
 )
 
 CITYSCAPES_CLASSES: tuple[str, ...] = tuple(
-    lab.name for lab in sorted((l for l in CITYSCAPES_LABELS if l.train_id != 255), key=lambda l: l.train_id)
+    lab.name for lab in sorted((x for x in CITYSCAPES_LABELS if x.train_id != 255), key=lambda x: x.train_id)
 )
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = tuple(
-    lab.color for lab in sorted((l for l in CITYSCAPES_LABELS if l.train_id != 255), key=lambda l: l.train_id)
+    lab.color for lab in sorted((x for x in CITYSCAPES_LABELS if x.train_id != 255), key=lambda x: x.train_id)
 )
-CITYSCAPES_LABEL_IDS: tuple[int, ...] = tuple(l.id for l in CITYSCAPES_LABELS if l.id >= 0)  # 0..33
-LABEL_ID_TO_TRAIN_ID: dict[int, int] = {l.id: l.train_id for l in CITYSCAPES_LABELS if l.id >= 0}
-TRAIN_ID_TO_LABEL_ID: dict[int, int] = {l.train_id: l.id for l in CITYSCAPES_LABELS if l.train_id != 255}
+CITYSCAPES_LABEL_IDS: tuple[int, ...] = tuple(lab.id for lab in CITYSCAPES_LABELS if lab.id >= 0)  # 0..33
+LABEL_ID_TO_TRAIN_ID: dict[int, int] = {lab.id: lab.train_id for lab in CITYSCAPES_LABELS if lab.id >= 0}
+TRAIN_ID_TO_LABEL_ID: dict[int, int] = {lab.train_id: lab.id for lab in CITYSCAPES_LABELS if lab.train_id != 255}
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CITYSCAPES_CLASSES)}
 
 # Evaluation subsets of the 19-class vector (train ids).

@@ -28,9 +28,23 @@ from typing import Any
 
 import numpy as np
 
-from udaseg.data.base import (PREPARED_MANIFEST, SAMPLE_CLASS_STATS, EmptySplitError, LabelValueError, SegDataset,
-                              SizeMismatchError, StalePreparedWarning, UnreadableFileError, check_same_size,
-                              parallel_map, read_depth_metres, read_label, read_prepared_state, read_rgb, relative)
+from udaseg.data.base import (
+    PREPARED_MANIFEST,
+    SAMPLE_CLASS_STATS,
+    EmptySplitError,
+    LabelValueError,
+    SegDataset,
+    SizeMismatchError,
+    StalePreparedWarning,
+    UnreadableFileError,
+    check_same_size,
+    parallel_map,
+    read_depth_metres,
+    read_label,
+    read_prepared_state,
+    read_rgb,
+    relative,
+)
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
 from udaseg.data.registry import get_dataset_class, open_splits
 from udaseg.errors import DataError
@@ -103,8 +117,8 @@ class CheckReport:
         total = labelled + int(self.class_pixels[IGNORE_INDEX])
         if total == 0:
             return []
-        lines = [f"class histogram (share of labelled pixels; ignore = {100 * self.class_pixels[IGNORE_INDEX] / total:.1f}% "
-                 "of all pixels):"]
+        ignored = 100 * self.class_pixels[IGNORE_INDEX] / total
+        lines = [f"class histogram (share of labelled pixels; ignore = {ignored:.1f}% of all pixels):"]
         width = max(len(c) for c in self.label_space.classes)
         for c, name in enumerate(self.label_space.classes):
             share = self.class_pixels[c] / labelled if labelled else 0.0

@@ -30,8 +30,17 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from udaseg.data.base import (CITYSCAPES_LABEL_IDS, DataError, LabelSource, PrepareJob, SampleFiles, SegDataset, SplitScan,
-                              files_with_suffix, pair_files)
+from udaseg.data.base import (
+    CITYSCAPES_LABEL_IDS,
+    DataError,
+    LabelSource,
+    PrepareJob,
+    SampleFiles,
+    SegDataset,
+    SplitScan,
+    files_with_suffix,
+    pair_files,
+)
 from udaseg.data.registry import register_dataset
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -59,7 +68,8 @@ class _CityscapesFamily(SegDataset):
         prepared = self.prepared_encoding()
         labels: dict[str, list[LabelSource]] = {}
         for path in files_with_suffix(folder, RAW_LABEL_SUFFIX, depth=2):
-            labels.setdefault(path.name[: -len(RAW_LABEL_SUFFIX)], []).insert(0, LabelSource(path, CITYSCAPES_LABEL_IDS))
+            labels.setdefault(path.name[: -len(RAW_LABEL_SUFFIX)], []).insert(
+                0, LabelSource(path, CITYSCAPES_LABEL_IDS))
         for path in files_with_suffix(folder, TRAIN_LABEL_SUFFIX, depth=2) if prepared is not None else ():
             labels.setdefault(path.name[: -len(TRAIN_LABEL_SUFFIX)], []).append(
                 LabelSource(path, prepared, prepared=True))

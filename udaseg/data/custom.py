@@ -39,8 +39,18 @@ from typing import Any
 import yaml
 
 from udaseg.data import catalog
-from udaseg.data.base import (DataError, LabelEncoding, LabelSource, SampleFiles, SegDataset, SplitScan, Unpaired,
-                              catalog_encoding, files_with_suffix, pair_files)
+from udaseg.data.base import (
+    DataError,
+    LabelEncoding,
+    LabelSource,
+    SampleFiles,
+    SegDataset,
+    SplitScan,
+    Unpaired,
+    catalog_encoding,
+    files_with_suffix,
+    pair_files,
+)
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
 from udaseg.data.registry import register_dataset
 
@@ -229,7 +239,8 @@ class CustomDataset(SegDataset):
             for name in names:
                 if name not in images:
                     unpaired.append(Unpaired(self.root / folders.list,
-                                             f"lists {name!r} but {folders.images}/{name}{cmap.image_suffix} does not exist"))
+                                             f"lists {name!r} but {folders.images}/{name}{cmap.image_suffix} "
+                                             "does not exist"))
             images = {n: images[n] for n in names if n in images}
             if labels is not None:  # other splits' labels share the folder: keep this split's only
                 labels = {n: labels[n] for n in labels if n in images}

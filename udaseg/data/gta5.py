@@ -13,8 +13,16 @@ frames of the release are reported missing or of mismatched size (IAST issue #2)
 
 from __future__ import annotations
 
-from udaseg.data.base import (CITYSCAPES_LABEL_IDS, TRAIN_IDS_SUFFIX, LabelSource, SampleFiles, SegDataset,
-                              SplitScan, files_with_suffix, pair_files)
+from udaseg.data.base import (
+    CITYSCAPES_LABEL_IDS,
+    TRAIN_IDS_SUFFIX,
+    LabelSource,
+    SampleFiles,
+    SegDataset,
+    SplitScan,
+    files_with_suffix,
+    pair_files,
+)
 from udaseg.data.registry import register_dataset
 
 

@@ -30,8 +30,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from udaseg.data import catalog
-from udaseg.data.base import (DataError, LabelEncoding, LabelSource, SampleFiles, SegDataset, SplitScan,
-                              files_with_suffix, pair_files)
+from udaseg.data.base import (
+    DataError,
+    LabelEncoding,
+    LabelSource,
+    SampleFiles,
+    SegDataset,
+    SplitScan,
+    files_with_suffix,
+    pair_files,
+)
 from udaseg.data.registry import register_dataset
 
 

@@ -50,9 +50,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from udaseg.data.base import (PREPARED_MANIFEST, SAMPLE_CLASS_STATS, SAMPLES_WITH_CLASS, PrepareJob,
-                              StalePreparedWarning, atomic_write, parallel_map, read_label, read_prepared_state,
-                              relative)
+from udaseg.data.base import (
+    PREPARED_MANIFEST,
+    SAMPLE_CLASS_STATS,
+    SAMPLES_WITH_CLASS,
+    PrepareJob,
+    StalePreparedWarning,
+    atomic_write,
+    parallel_map,
+    read_label,
+    read_prepared_state,
+    relative,
+)
 from udaseg.data.catalog import IGNORE_INDEX, LabelSpace
 from udaseg.data.registry import open_splits
 from udaseg.errors import DataError

@@ -12,8 +12,9 @@ Options are the keyword-only arguments of the family's ``__init__``; an unknown 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from udaseg.errors import ConfigError
 from udaseg.registry import Registry

@@ -40,8 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from udaseg.data.base import (PREPARED_MANIFEST, SAMPLE_CLASS_STATS, SAMPLES_WITH_CLASS, SegDataset,
-                              read_prepared_space, to_tensors)
+from udaseg.data.base import (
+    PREPARED_MANIFEST,
+    SAMPLE_CLASS_STATS,
+    SAMPLES_WITH_CLASS,
+    SegDataset,
+    read_prepared_space,
+    to_tensors,
+)
 from udaseg.data.transforms import TrainPipeline
 from udaseg.errors import DataError
 
@@ -82,7 +88,8 @@ class RareClassSampling:
                 if key != "file":
                     totals[int(key)] = totals.get(int(key), 0) + int(count)
         if not totals:
-            raise DataError(f"{source}: the class statistics list no pixels; expected prepare's sample_class_stats.json")
+            raise DataError(f"{source}: the class statistics list no pixels; "
+                            "expected prepare's sample_class_stats.json")
         if class_names is not None:
             unknown = sorted(c for c in totals if not 0 <= c < len(class_names))
             if unknown:
@@ -226,7 +233,8 @@ class UnionDataset:
         self.label_space = self.parts[0].label_space
         for part in self.parts[1:]:
             if part.label_space.name != self.label_space.name:
-                raise DataError(f"cannot join datasets of label spaces {self.label_space.name} and {part.label_space.name}")
+                raise DataError(f"cannot join datasets of label spaces {self.label_space.name} "
+                                f"and {part.label_space.name}")
         self.has_labels = all(getattr(p, "has_labels", True) for p in self.parts)
         self._offsets = np.cumsum([0] + [len(p) for p in self.parts])
 

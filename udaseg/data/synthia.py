@@ -18,8 +18,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from udaseg.data.base import (SYNTHIA_CLASS_IDS, TRAIN_IDS_SUFFIX, LabelSource, SampleFiles, SegDataset,
-                              SplitScan, Unpaired, files_with_suffix, pair_files, read_synthia_label)
+from udaseg.data.base import (
+    SYNTHIA_CLASS_IDS,
+    TRAIN_IDS_SUFFIX,
+    LabelSource,
+    SampleFiles,
+    SegDataset,
+    SplitScan,
+    Unpaired,
+    files_with_suffix,
+    pair_files,
+    read_synthia_label,
+)
 from udaseg.data.registry import register_dataset
 
 

@@ -201,9 +201,10 @@ class TrainPipeline:
 
     ``size_jitter=(lo, hi)`` then scales H and W independently (DiGA's random size; see above).
     Then a random crop of ``crop_size=(H, W)`` (``cat_max_ratio`` < 1 enables mmseg's class-ratio
-    re-draws; DAFormer uses 0.75 on the source; ``crop_rule="diga"`` DiGA's), a horizontal flip with ``flip_prob`` and padding
-    to the crop size. ``pipeline(sample, rng)`` runs everything; :meth:`resize` and :meth:`augment`
-    run the two halves, so that Rare Class Sampling can re-crop an image without resizing it again.
+    re-draws; DAFormer uses 0.75 on the source; ``crop_rule="diga"`` DiGA's), a horizontal flip with
+    ``flip_prob`` and padding to the crop size. ``pipeline(sample, rng)`` runs everything;
+    :meth:`resize` and :meth:`augment` run the two halves, so that Rare Class Sampling can re-crop an image
+    without resizing it again.
     """
 
     img_scale: tuple[int, int] | None = None

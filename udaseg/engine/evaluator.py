@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from udaseg.data.catalog import IGNORE_INDEX, LabelSpace, raw_to_space_lut
 from udaseg import dist
-from udaseg.models.inference import describe, infer_logits
+from udaseg.data.catalog import IGNORE_INDEX, LabelSpace, raw_to_space_lut
 from udaseg.errors import DataError
+from udaseg.models.inference import describe, infer_logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ class ConfusionMatrix:
         counts = torch.bincount(label * width + pred, minlength=self.num_classes * width)
         self.matrix += counts.view(self.num_classes, width)
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         dist.all_reduce_sum(self.matrix)
         return self
 
@@ -94,7 +94,7 @@ class EntropyHistogram:
         index = (entropy[valid] / self.max_entropy * self.bins).long().clamp_(0, self.bins - 1)
         self.counts += torch.bincount(wrong * self.bins + index, minlength=2 * self.bins).reshape(2, self.bins)
 
-    def all_reduce(self) -> "EntropyHistogram":
+    def all_reduce(self) -> EntropyHistogram:
         dist.all_reduce_sum(self.counts)
         return self
 
@@ -273,7 +273,8 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
         for items in loader:
             for run in _batches_of_equal_size(items):
                 if any("label" not in item for item in run):
-                    raise DataError(f"{name} {split}: item {run[0].get('name', '?')!r} has no label to evaluate against")
+                    raise DataError(f"{name} {split}: item {run[0].get('name', '?')!r} "
+                                    "has no label to evaluate against")
                 img = torch.stack([item["img"] for item in run]).to(device)
                 label = torch.stack([item["label"] for item in run]).to(device)
                 scores = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window, stride=stride,

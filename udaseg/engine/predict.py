@@ -10,16 +10,16 @@ readable image or video is skipped with a warning; the command then exits non-ze
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from udaseg.engine.export import export_prediction
-from udaseg.models.inference import infer_logits
 from udaseg.errors import DataError, UdasegError
+from udaseg.models.inference import infer_logits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -67,7 +67,8 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     found: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            files = sorted(p for p in item.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
             if not files:
                 print(f"udaseg predict: warning: no image or video under {item}", file=sys.stderr)
             found += [(p, p.parent.relative_to(item)) for p in files]

@@ -20,7 +20,6 @@ report only: no stage reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -39,8 +38,8 @@ class PseudoLabelStepConfig:
     cap: float = 0.9  # rule=classwise_median
     bins: int = 1000  # rule=classwise_median: confidence histogram bins on [0, 1]
     stream: str = "target"  # whose training split is labelled
-    network: Optional[str] = None  # None = the network the previous stage evaluated (student / teacher)
-    test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference; None = as stored
+    network: str | None = None  # None = the network the previous stage evaluated (student / teacher)
+    test_scale: list[int] | None = None  # (long, short) keep-ratio resize before inference; None = as stored
     interpolation: str = "bilinear"  # of that resize: bilinear (mmcv) | bicubic (PIL, the DeepLab-v2 line)
     # Labels at the network's input size (the test_scale-resized image, as BAFFT and ISL write
     # them) instead of the stored image's; a later stage resizes them back with nearest neighbour.

@@ -29,6 +29,7 @@ What happens, in order:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,8 +39,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,11 +157,9 @@ def cpu_model() -> str | None:
 
 def environment(cfg: DictConfig, device: torch.device) -> dict:
     commit = None
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(udaseg.__file__).parent,
                                 capture_output=True, text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
     return {
         "python": sys.version.split()[0], "torch": torch.__version__, "udaseg": udaseg.__version__,
         "git_commit": commit, "platform": platform.platform(), "hostname": platform.node(),
@@ -523,10 +523,9 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         set_rng_state(rng[dist.rank()])
         if dist.is_main():
             _truncate_metrics(run_dir / "metrics.jsonl", start_iter)
-    elif resume:
-        if dist.is_main():
-            print(f"--resume: {run_dir} has no checkpoint yet; training starts at iteration 0", file=sys.stderr)
-            _truncate_metrics(run_dir / "metrics.jsonl", 0)
+    elif resume and dist.is_main():
+        print(f"--resume: {run_dir} has no checkpoint yet; training starts at iteration 0", file=sys.stderr)
+        _truncate_metrics(run_dir / "metrics.jsonl", 0)
     if distributed:
         method.setup_distributed([device.index] if device.type == "cuda" else None,
                                  find_unused_parameters=cfg.find_unused_parameters)

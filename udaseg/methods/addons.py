@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -36,13 +36,13 @@ class StepState:
     src_img: torch.Tensor
     src_label: torch.Tensor
     tgt_img: torch.Tensor
-    src_feats: Optional[list] = None  # the student's backbone features of the source (HRDA: context branch)
-    pl_label: Optional[torch.Tensor] = None  # the teacher's pseudo-labels of the target and their weight
-    pl_weight: Optional[torch.Tensor] = None
-    mixed_img: Optional[torch.Tensor] = None  # ClassMix'ed, augmented images, their labels and weight
-    mixed_label: Optional[torch.Tensor] = None
-    mixed_weight: Optional[torch.Tensor] = None
-    mixed_logits: Optional[torch.Tensor] = None  # the student's prediction of them (the mixed CE's)
+    src_feats: list | None = None  # the student's backbone features of the source (HRDA: context branch)
+    pl_label: torch.Tensor | None = None  # the teacher's pseudo-labels of the target and their weight
+    pl_weight: torch.Tensor | None = None
+    mixed_img: torch.Tensor | None = None  # ClassMix'ed, augmented images, their labels and weight
+    mixed_label: torch.Tensor | None = None
+    mixed_weight: torch.Tensor | None = None
+    mixed_logits: torch.Tensor | None = None  # the student's prediction of them (the mixed CE's)
 
 
 class AddOn:
@@ -51,7 +51,7 @@ class AddOn:
 
     key: ClassVar[str] = ""  # the config key under ``method.``
     # An extra head on the student, run on every student pass with this loss weight (None: none).
-    aux_head_weight: Optional[float] = None
+    aux_head_weight: float | None = None
     # Whether ``pass_losses`` runs a student pass of its own (then backward once, after the mixed
     # loss's; under DDP the iteration's last pass all-reduces), and whether that pass uses the head.
     own_pass: bool = False
@@ -72,7 +72,7 @@ class AddOn:
         """Step 2: terms added to the source loss (one backward)."""
         return {}
 
-    def pseudo_logits(self, method, tgt_img: torch.Tensor) -> Optional[torch.Tensor]:
+    def pseudo_logits(self, method, tgt_img: torch.Tensor) -> torch.Tensor | None:
         """Step 3: the teacher's logits the pseudo-labels come from (None: the teacher's prediction)."""
         return None
 

@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from udaseg.models.schedule import ScheduledOptimizer
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
-from udaseg.methods.adversarial import (SOURCE_LABEL, TARGET_LABEL, FCDiscriminator, domain_bce, entropy_map,
-                                        minent_loss)
+from udaseg.methods.adversarial import SOURCE_LABEL, TARGET_LABEL, FCDiscriminator, domain_bce, entropy_map, minent_loss
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 from udaseg.methods.losses import seg_cross_entropy
+from udaseg.models.schedule import ScheduledOptimizer
 
 
 @dataclass

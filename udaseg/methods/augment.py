@@ -13,7 +13,7 @@ reflect border.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import kornia
 import torch

@@ -72,7 +72,6 @@ Reference quirks and choices (switch — default):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -80,13 +79,27 @@ import torch.nn.functional as F
 from udaseg import dist
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
-from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.advent import Advent, AdventConfig
+from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.base import MethodContext
-from udaseg.methods.feature_banks import (AIM_CLASS_WEIGHTS, AIM_MODES, IGNORE, SEPARATION_PAIRS, STUFF_CLASSES,
-                                          THING_CLASSES, FeatureBank, aim_weights, category_loss,
-                                          class_weight_table, image_regions, instance_loss, masked_average,
-                                          nearest_l1_distance, resolve_class_split, separation_loss)
+from udaseg.methods.feature_banks import (
+    AIM_CLASS_WEIGHTS,
+    AIM_MODES,
+    IGNORE,
+    SEPARATION_PAIRS,
+    STUFF_CLASSES,
+    THING_CLASSES,
+    FeatureBank,
+    aim_weights,
+    category_loss,
+    class_weight_table,
+    image_regions,
+    instance_loss,
+    masked_average,
+    nearest_l1_distance,
+    resolve_class_split,
+    separation_loss,
+)
 from udaseg.methods.losses import seg_cross_entropy
 
 # The step's weight of the aggregation terms when ``cls_lambda`` / ``ins_lambda`` are null (A.11).
@@ -107,8 +120,8 @@ class BafftConfig(AdventConfig):
     max_instances: int = 10  # per thing class and image, largest first
     pool_eps: float = 1e-12
     # Aggregation weights; null = the step's value (0.01 in step 1, 0.001 in step 2).
-    cls_lambda: Optional[float] = None
-    ins_lambda: Optional[float] = None
+    cls_lambda: float | None = None
+    ins_lambda: float | None = None
     # Step 2 only.
     pseudo_lambda: float = 1.0  # target pseudo-label CE
     aim_weight: str = "self"  # self | self_detached | class_table | none

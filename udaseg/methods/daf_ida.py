@@ -60,8 +60,8 @@ stage's network in eval mode:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +69,8 @@ import torch.nn.functional as F
 from udaseg.data.catalog import CITYSCAPES_CLASSES, LabelSpace
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
-from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.advent import Advent, AdventConfig
+from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.base import MethodContext
 from udaseg.methods.losses import seg_cross_entropy
 from udaseg.methods.steps import StepContext, register_step
@@ -272,8 +272,8 @@ class DepthRankConfig:
     normalize: bool = True  # release-faithful ON (the README's "--normalize False" parses as True, B.8.5)
     rare_ids: str = "faithful_19"  # faithful_19 (IntraDA's 19-class ids as they are) | by_name
     stream: str = "target"  # whose training split is ranked
-    network: Optional[str] = None  # None = the network the previous stage evaluated
-    test_scale: Optional[list[int]] = None  # (long, short) keep-ratio resize before inference; None = as stored
+    network: str | None = None  # None = the network the previous stage evaluated
+    test_scale: list[int] | None = None  # (long, short) keep-ratio resize before inference; None = as stored
     interpolation: str = "bicubic"  # of that resize: PIL bicubic as IntraDA's loader | bilinear
     at_input_size: bool = False  # score and label at the network's input size (B.8: 512×1024), not the stored one
 

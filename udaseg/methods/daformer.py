@@ -66,7 +66,6 @@ can log the pseudo-labels' accuracy and per-class precision; they never reach a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -75,8 +74,11 @@ from udaseg.methods.addons import AddOn, StepState, flat_key_table, upgrade_flat
 from udaseg.methods.augment import photometric_augment
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 from udaseg.methods.entropy_balance import EntropyBalance, EntropyBalanceConfig
-from udaseg.methods.feature_distance import FeatureDistance, FeatureDistanceConfig
-from udaseg.methods.feature_distance import imagenet_backbone  # noqa: F401  (its former home)
+from udaseg.methods.feature_distance import (
+    FeatureDistance,
+    FeatureDistanceConfig,
+    imagenet_backbone,  # noqa: F401  (its former home)
+)
 from udaseg.methods.losses import hrda_loss, seg_cross_entropy
 from udaseg.methods.masking import MaskedImageConsistency, MICConfig
 from udaseg.methods.mixing import MIX_CLASS_MODES, class_masks, mix
@@ -84,7 +86,6 @@ from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
 from udaseg.methods.teacher import EMATeacher
 from udaseg.methods.tigda import TigDA, TigDAConfig
 from udaseg.models.hrda import HRDASegmentor
-
 
 ADDONS = {"fd": FeatureDistanceConfig, "tigda": TigDAConfig, "ebda": EntropyBalanceConfig, "mic": MICConfig}
 
@@ -94,7 +95,7 @@ class DAFormerConfig(MethodConfig):
     name: str = "daformer"
     ema_alpha: float = 0.999
     teacher_bn: str = "train"  # train (reference) | eval
-    pseudo_threshold: Optional[float] = 0.968  # None: weight 1
+    pseudo_threshold: float | None = 0.968  # None: weight 1
     pseudo_ignore_top: int = 15  # rows of the target crop with weight 0 (v1 crop)
     pseudo_ignore_bottom: int = 120
     mix_classes: str = "batch"  # batch (reference) | per_image (DACS)

@@ -63,10 +63,11 @@ Round 2 is the same stage with pseudo-labels regenerated from round 1 and, as th
 README does, the warm-up's centroid file.
 
 **Modes.** ``diga_dg`` (domain generalisation): the warm-up with x̂ = x̃_p, no sharpness, no target
-data at all (unless ``target_bn_update``: the reference's DG model is AdaBN-adapted that way). ``diga_semisup``: a labelled fraction of the target's
-train split is the "source" stream and the rest the unlabelled "target" stream (both Cityscapes,
-chosen with the stream option ``subset``; :func:`semisup_split` draws the 186/372/744/1,488-image
-splits of 1/16…1/2); no translator (x̂ = x̃_p), warm-up and self-training as above; λ_distil 0.5.
+data at all (unless ``target_bn_update``: the reference's DG model is AdaBN-adapted that way).
+``diga_semisup``: a labelled fraction of the target's train split is the "source" stream and the rest
+the unlabelled "target" stream (both Cityscapes, chosen with the stream option ``subset``;
+:func:`semisup_split` draws the 186/372/744/1,488-image splits of 1/16…1/2); no translator (x̂ = x̃_p),
+warm-up and self-training as above; λ_distil 0.5.
 
 **Reference quirks and leaks, as switches** (defaults in brackets):
 
@@ -118,7 +119,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -390,8 +390,12 @@ class DiGATranslator(Method):
 
     def __init__(self, cfg: DiGATranslatorConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
-        from udaseg.models.translator import (ImageTranslator, TranslatorDiscriminators, VGGPerceptual,
-                                              vgg19_features_from_state)
+        from udaseg.models.translator import (
+            ImageTranslator,
+            TranslatorDiscriminators,
+            VGGPerceptual,
+            vgg19_features_from_state,
+        )
 
         self.translator = ImageTranslator(cfg.channels, cfg.res_blocks)
         self.discriminators = TranslatorDiscriminators(cfg.disc_channels, cfg.disc_scales)
@@ -770,7 +774,7 @@ class DiGAPseudoLabelStepConfig:
     step: str = "diga_pseudo_labels"
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5])  # of the stored image; max-fused
     stream: str = "target"
-    network: Optional[str] = None  # None = the network the previous stage evaluated
+    network: str | None = None  # None = the network the previous stage evaluated
 
 
 @register_step("diga_pseudo_labels", DiGAPseudoLabelStepConfig)
@@ -802,14 +806,14 @@ def diga_pseudo_labels(ctx: StepContext, cfg: DiGAPseudoLabelStepConfig) -> dict
 @dataclass
 class DiGACentroidStepConfig:
     step: str = "diga_centroids"
-    resize_to: Optional[list[int]] = None  # (h, w) before inference; reference: 512×1024 of Cityscapes
+    resize_to: list[int] | None = None  # (h, w) before inference; reference: 512×1024 of Cityscapes
     interpolation: str = "bicubic"  # of that resize: PIL bicubic, the reference's loader | bilinear
     passes: int = 5  # over the split (reference 5; changes the result only once a count reaches the cap)
     min_pixels: int = 5
     count_cap: int = 3000
     skip_zero_sum: bool = False  # the reference's test, as DiGAConfig.prototype_skip_zero_sum
     stream: str = "target"
-    network: Optional[str] = None
+    network: str | None = None
 
 
 @register_step("diga_centroids", DiGACentroidStepConfig)

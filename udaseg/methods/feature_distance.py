@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +67,7 @@ def feature_distance(student_feat: torch.Tensor, imnet_feat: torch.Tensor, label
 @dataclass
 class FeatureDistanceConfig:
     weight: float = 0.005  # λ_FD; 0 turns the ImageNet feature distance off
-    classes: Optional[list[int]] = field(default_factory=lambda: list(THING_CLASSES))  # None: every cell
+    classes: list[int] | None = field(default_factory=lambda: list(THING_CLASSES))  # None: every cell
     scale_min_ratio: float = 0.75
 
 

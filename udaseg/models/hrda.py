@@ -17,8 +17,8 @@ the decode head are **shared** by both scales. On a training crop x (full resolu
 0.1·CE(hr, crop(y)) (:func:`udaseg.methods.losses.hrda_loss`). ``forward`` (pseudo-labels and
 test) has no box: the HR logits cover the whole input by overlapping ``hr_crop_size`` windows at
 ``hr_slide_stride`` (256 for 512 windows: 3×3 on a 1024 crop), batched, averaged on the stride-4
-grid, and fused with the attention everywhere (the reference's ``HRDAHead.decode_hr``: HR logits summed on the stride-4 grid,
-box ÷ 4 rounded down, divided by the window count). At test time the model itself slides
+grid, and fused with the attention everywhere (the reference's ``HRDAHead.decode_hr``: HR logits summed on
+the stride-4 grid, box ÷ 4 rounded down, divided by the window count). At test time the model itself slides
 ``test_window`` (1024²) windows with ``test_stride`` (512) over larger inputs (mmseg's grid, the
 last window flush with the border), each window fused as above — HRDA's test protocol, so the
 benchmark's evaluation stays "whole" image and the same for every method.
@@ -41,7 +41,7 @@ stride-4 logits in both modes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,8 @@ def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
 
 
 class HRDASegmentor(EncoderDecoder):
-    def __init__(self, base: EncoderDecoder, attention_head: DecodeHead | None, hr_crop_size: Sequence[int] = (512, 512),
+    def __init__(self, base: EncoderDecoder, attention_head: DecodeHead | None,
+                 hr_crop_size: Sequence[int] = (512, 512),
                  context_scale: float = 0.5, crop_divisible: int = 8, hr_slide_stride: Sequence[int] = (256, 256),
                  fixed_attention: float | None = None, test_window: Sequence[int] | None = (1024, 1024),
                  test_stride: Sequence[int] | None = (512, 512), test_merge: str = "input"):

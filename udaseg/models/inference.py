@@ -62,7 +62,8 @@ def keep_ratio_size(height: int, width: int, test_scale: tuple[int, int] | list[
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
-def slide_windows(height: int, width: int, window: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+def slide_windows(height: int, width: int, window: tuple[int, int],
+                  stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """mmseg ``slide_inference`` boxes ``(y1, y2, x1, x2)`` covering an ``height × width`` image."""
     (h_win, w_win), (h_stride, w_stride) = window, stride
     if min(h_win, w_win, h_stride, w_stride) <= 0:

@@ -14,7 +14,7 @@ The DeepLab-v2 family (ADVENT, BAFFT, DAF, DiGA) uses poly with power 0.9 and no
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

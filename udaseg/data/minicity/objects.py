@@ -22,6 +22,7 @@ import numpy as np
 
 from udaseg.data.minicity.scene import ID, Material, SceneBuilder
 
+
 def add_person(b: SceneBuilder, anchor, heading: int, y0: float, scale: float, label_id: int | None = None,
                obj: int | None = None) -> None:
     """A standing/walking person: two legs, torso, two arms, head (and hair)."""

@@ -205,7 +205,7 @@ def _classify_raised(ground, x: np.ndarray, z: np.ndarray) -> np.ndarray:
         if beyond.any() and len(ground.lot_starts[s]):
             lot = np.clip(np.searchsorted(ground.lot_starts[s], z[beyond], side="right") - 1, 0, None)
             out[beyond] = ground.lot_front[s][lot]
-    for side, z0, z1, rim in ground.side_streets:  # corners of a side street are paved
+    for side, z0, z1, _rim in ground.side_streets:  # corners of a side street are paved
         on_side = (x > ground.road_half) if side == 1 else (x < -ground.road_half)
         out[on_side & (z > z0) & (z < z1)] = Material.SIDEWALK
     return out

@@ -126,7 +126,7 @@ class Camera:
 
     @staticmethod
     def looking(height: int, width: int, focal: float, cx: float, cy: float, position, pitch: float,
-                yaw: float, roll: float) -> "Camera":
+                yaw: float, roll: float) -> Camera:
         """Camera at ``position`` with pitch (down positive), yaw (right positive), roll (radians)."""
         cp, sp = math.cos(pitch), math.sin(pitch)
         cy_, sy = math.cos(yaw), math.sin(yaw)

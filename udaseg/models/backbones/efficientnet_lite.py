@@ -36,8 +36,8 @@ top/left than on the bottom/right). ``padding="same"`` reproduces it (timm's ``C
 padding computed per forward); ``padding="symmetric"`` is timm's ``efficientnet_lite0`` layout
 (static ``k // 2`` padding everywhere): the sampling grid shifts by one input pixel at each
 stride-2 conv. BatchNorm eps is TF's 1e-3 in both variants (timm's ``efficientnet_lite0`` would use
-1e-5), so padding is the only difference. Measured (full classifier, eval mode, ``inception`` normalization, PIL bicubic resize
-of the shorter side then centre crop 224; timm 1.0.31, torch 2.14.1, CPU):
+1e-5), so padding is the only difference. Measured (full classifier, eval mode, ``inception``
+normalization, PIL bicubic resize of the shorter side then centre crop 224; timm 1.0.31, torch 2.14.1, CPU):
 
 ==========================================  ================================  ================================
 image (ImageNet class: probability)         "same" (tf_efficientnet_lite0)    "symmetric"

@@ -106,7 +106,7 @@ class DeepLabV2ResNet(Backbone):
         layers += [CaffeBottleneck(out, planes, dilation=dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def train(self, mode: bool = True) -> "DeepLabV2ResNet":
+    def train(self, mode: bool = True) -> DeepLabV2ResNet:
         super().train(mode)
         if self.norm_mode == "frozen":
             for m in self.modules():

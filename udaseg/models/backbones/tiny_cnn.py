@@ -22,7 +22,8 @@ from udaseg.models.backbones.base import Backbone
 from udaseg.models.registry import BACKBONES
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1,
+                  groups: int = 1) -> nn.Sequential:
     pad = dilation * (kernel - 1) // 2
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, dilation=dilation, groups=groups, bias=False),
@@ -61,7 +62,8 @@ class TinyCNN(Backbone):
             raise ValueError(f"tiny_cnn width must be an even number ≥ 2, got {width}")
         channels = tuple(width * m for m in (1, 2, 4, 8))
         dilated = output_stride == 8
-        self.stem = nn.Sequential(_conv_bn_relu(3, width // 2, 3, stride=2), _conv_bn_relu(width // 2, width, 3, stride=2))
+        self.stem = nn.Sequential(_conv_bn_relu(3, width // 2, 3, stride=2),
+                                  _conv_bn_relu(width // 2, width, 3, stride=2))
         self.stages = nn.ModuleList()
         strides, stride = [], 4
         for i, (c, depth) in enumerate(zip(channels, depths)):

@@ -30,8 +30,9 @@ from udaseg.models.registry import HEADS
 
 
 class DeepLabV2ASPPHead(DecodeHead):
-    def __init__(self, in_channels, in_strides, num_classes: int, dilations: tuple[int, ...] | list[int] = (6, 12, 18, 24),
-                 two_branch_quirk: bool = False, in_index: int = -1):
+    def __init__(self, in_channels, in_strides, num_classes: int,
+                 dilations: tuple[int, ...] | list[int] = (6, 12, 18, 24), two_branch_quirk: bool = False,
+                 in_index: int = -1):
         super().__init__(in_channels, in_strides, num_classes)
         self.in_index = in_index
         self.two_branch_quirk = two_branch_quirk
