@@ -56,13 +56,13 @@ def color_image(pred: torch.Tensor | np.ndarray, label_space: LabelSpace) -> np.
 def overlay_image(image: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray, label_space: LabelSpace,
                   alpha: float = 0.5) -> np.ndarray:
     """Palette colours blended over ``image`` (``uint8`` RGB, [3, H, W] tensor or [H, W, 3] array)."""
-    image = _as_numpy(image)
-    if image.ndim == 3 and image.shape[0] == 3 and image.shape[-1] != 3:
-        image = image.transpose(1, 2, 0)
+    rgb = _as_numpy(image)
+    if rgb.ndim == 3 and rgb.shape[0] == 3 and rgb.shape[-1] != 3:
+        rgb = rgb.transpose(1, 2, 0)
     colors = color_image(pred, label_space).astype(np.float32)
-    if image.shape[:2] != colors.shape[:2]:
-        raise ValueError(f"image {image.shape[:2]} and prediction {colors.shape[:2]} differ in size")
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colors
+    if rgb.shape[:2] != colors.shape[:2]:
+        raise ValueError(f"image {rgb.shape[:2]} and prediction {colors.shape[:2]} differ in size")
+    blended = (1 - alpha) * rgb.astype(np.float32) + alpha * colors
     return blended.round().clip(0, 255).astype(np.uint8)
 
 

@@ -267,6 +267,8 @@ class PrototypeBank(nn.Module):
     updated by EMA with ``momentum`` (§8.3). A class mean that is the zero vector is never folded
     in; with ``skip_zero_sum`` (the reference's test) neither is one whose entries sum to 0."""
 
+    centroids: torch.Tensor  # a buffer
+
     def __init__(self, centroids: torch.Tensor, momentum: float = 1e-4, min_pixels: int = 5,
                  skip_zero_sum: bool = False):
         super().__init__()

@@ -52,6 +52,8 @@ def entropy_balance_loss(logits: torch.Tensor, size: tuple[int, int], target: fl
 class DynamicEntropyTarget(nn.Module):
     """H* ← m·H* + (1 − m)·percentile_q(H of the batch); a buffer, so it is checkpointed."""
 
+    value: torch.Tensor  # a buffer
+
     def __init__(self, initial: float | None = 0.4, momentum: float = 0.9999, percentile: float = 60.0):
         super().__init__()
         if not 0.0 <= momentum < 1.0:

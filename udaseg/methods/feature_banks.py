@@ -129,6 +129,9 @@ class FeatureBank(nn.Module):
     """Per-class FIFO ring buffers of ``capacity`` vectors of size ``dim`` (A.6), starting at zero.
     ``entries`` [K, capacity, dim] (fp32) and ``writes`` [K] are buffers (checkpointed)."""
 
+    entries: torch.Tensor  # a buffer
+    writes: torch.Tensor  # a buffer
+
     def __init__(self, class_ids: Sequence[int], capacity: int, dim: int):
         super().__init__()
         if capacity < 1:

@@ -72,6 +72,9 @@ def get_normalization(spec: str | Normalization | dict) -> Normalization:
 
 
 class InputNormalizer(nn.Module):
+    mean: torch.Tensor  # a buffer
+    std: torch.Tensor  # a buffer
+
     def __init__(self, norm: Normalization):
         super().__init__()
         self.spec = norm

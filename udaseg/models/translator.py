@@ -259,6 +259,9 @@ class VGGPerceptual(nn.Module):
     images mapped to ImageNet normalisation; both images 2× average-pooled while wider than
     ``max_width``. The target side (``b``) is detached, as pix2pixHD's VGGLoss."""
 
+    mean: torch.Tensor  # a buffer
+    std: torch.Tensor  # a buffer
+
     def __init__(self, features: nn.Sequential, max_width: int = 1024):
         super().__init__()
         self.features = features.eval()

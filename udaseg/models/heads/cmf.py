@@ -93,6 +93,10 @@ class SpatialBlock(nn.Module):
 
 
 class CMFHead(nn.Module):
+    prompt_prefix: torch.Tensor  # a buffer
+    prompt_suffix: torch.Tensor  # a buffer
+    prompt_ids: torch.Tensor  # a buffer
+
     def __init__(self, in_channels, in_strides, class_names, tower, *, embed_dim: int = 512, channels: int = 512,
                  fusion: str = "aspp", dilations=(1, 6, 12, 18), n_ctx: int = 16, image_vector: str = "conv",
                  image_size=(512, 512), tau: float = 0.07, classifier: str = "1x1", dropout: float = 0.1,
