@@ -10,14 +10,16 @@
 # and benchmarks with BENCHES="minicity_gta2cs" (e.g. to split the runs over parallel jobs).
 # On 2 CPU cores, with the ImageNet-pretrained preset (EfficientNet-Lite0), a source-only run takes
 # ~5 min and DAFormer ~12; HRDA, MIC, EBDA and TigDA cost more per step (docs/bench.md).
-# NOTE: the records now under docs/results/runs/ were made with the previous random-init presets
-# on MiniCity 1.0; a run with a record is skipped, so move them aside before re-measuring.
+# The records of the previous table (random-init presets, MiniCity 1.0) are in docs/results/runs_v1/.
+# Every run uses THREADS torch threads (default 1, so that two jobs can share 2 cores and every row
+# that is compared shares the thread count). COMMIT=1 commits each record as it finishes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/env.sh
 DATA="${1:-data/minicity}"
 RUNS="${2:-runs/results}"
 SEEDS="${SEEDS:-0 1 2}"
+THREADS="${THREADS:-1}"
 udaseg data minicity --out "$DATA" --quiet
 udaseg data prepare gta5 "$DATA/gta" >/dev/null       # rare class sampling statistics
 udaseg data prepare cityscapes "$DATA/cityscapes" >/dev/null
@@ -26,9 +28,10 @@ udaseg data prepare synthia "$DATA/synthia" >/dev/null
 GTA_MARGINS='benchmark.target.pseudo_margins=[8,60,8,8]'  # HRDA's v2 crop on Cityscapes targets
 # run name | label in the report | benchmarks | config arguments
 RECIPES=(
-  "source_only|source_only|minicity_gta2cs minicity_cs2acdc|method=source_only"
-  "source_only_aug|source_only+aug|minicity_gta2cs minicity_cs2acdc|method=source_only_aug"
-  "oracle|oracle|minicity_gta2cs minicity_cs2acdc|method=oracle"
+  # The controls on every benchmark (the preset's family): source-only, + the DACS augmentation, oracle.
+  "source_only|source_only|minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy|method=source_only"
+  "source_only_aug|source_only+aug|minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy|method=source_only_aug"
+  "oracle|oracle|minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy|method=oracle"
   "daformer|daformer|minicity_gta2cs minicity_cs2acdc|minicity_rcs method=daformer_minicity"
   "daformer+mic|daformer+mic|minicity_gta2cs|minicity_rcs minicity_mic method=daformer_minicity"
   "daformer+mic|daformer+mic|minicity_cs2acdc|minicity_rcs minicity_mic method=daformer_minicity method.mic.mode=separate"
@@ -36,10 +39,7 @@ RECIPES=(
   "hrda|hrda|minicity_cs2acdc|minicity_rcs minicity_hrda"
   "hrda+mic|hrda+mic|minicity_gta2cs|minicity_rcs minicity_hrda minicity_mic $GTA_MARGINS"
   "hrda+mic|hrda+mic|minicity_cs2acdc|minicity_rcs minicity_hrda minicity_mic method.mic.mode=separate"
-  # TigDA and EBDA (issue 5) against DAFormer on the benchmarks their papers use; the baselines
-  # of the two further benchmarks first.
-  "source_only|source_only|minicity_synthia2cs minicity_cs2foggy|method=source_only"
-  "oracle|oracle|minicity_synthia2cs minicity_cs2foggy|method=oracle"
+  # TigDA and EBDA against DAFormer on the benchmarks their papers use.
   "daformer|daformer|minicity_synthia2cs minicity_cs2foggy|minicity_rcs method=daformer_minicity"
   "daformer+tigda|daformer+tigda|minicity_gta2cs minicity_synthia2cs|minicity_rcs minicity_tigda method=daformer_minicity"
   "daformer+ebda|daformer+ebda|minicity_cs2acdc minicity_cs2foggy|minicity_rcs minicity_ebda method=daformer_minicity"
@@ -49,6 +49,8 @@ RECIPES=(
   # On SYNTHIA → Cityscapes the family trains 16-way, as DAF's protocol (mIoU16, mIoU13).
   "source_only_deeplab|source_only|minicity_gta2cs|method=source_only model=minicity_lite0_deeplab"
   "source_only_deeplab|source_only|minicity_synthia2cs|method=source_only model=minicity_lite0_deeplab benchmark.label_space=synthia16"
+  "source_only_aug_deeplab|source_only+aug|minicity_gta2cs|method=source_only_aug model=minicity_lite0_deeplab"
+  "source_only_aug_deeplab|source_only+aug|minicity_synthia2cs|method=source_only_aug model=minicity_lite0_deeplab benchmark.label_space=synthia16"
   "oracle_deeplab|oracle|minicity_gta2cs|method=oracle model=minicity_lite0_deeplab"
   "oracle_deeplab|oracle|minicity_synthia2cs|method=oracle model=minicity_lite0_deeplab benchmark.label_space=synthia16"
   "advent|advent|minicity_gta2cs|minicity_advent"
@@ -59,6 +61,8 @@ RECIPES=(
   # source-only control on the same model), semi-supervised at 1/8 labels (with its control).
   "source_only_proda|source_only|minicity_gta2cs|method=source_only model=minicity_lite0_deeplab_proda benchmark.batch_size=2 iters=400"
   "source_only_proda|source_only|minicity_synthia2cs|method=source_only model=minicity_lite0_deeplab_proda benchmark.batch_size=2 iters=400 benchmark.label_space=synthia16"
+  "source_only_aug_proda|source_only+aug|minicity_gta2cs|method=source_only_aug model=minicity_lite0_deeplab_proda benchmark.batch_size=2 iters=400"
+  "oracle_proda|oracle|minicity_gta2cs|method=oracle model=minicity_lite0_deeplab_proda benchmark.batch_size=2 iters=400"
   "diga_warmup_photometric|diga_warmup_photometric|minicity_gta2cs|method=diga model=minicity_lite0_deeplab_proda method.styling=none benchmark.batch_size=2 iters=400"
   "diga_warmup_photometric|diga_warmup_photometric|minicity_synthia2cs|method=diga_synthia model=minicity_lite0_deeplab_proda method.styling=none method.ohem_min_kept=10000 benchmark.batch_size=2 iters=400 benchmark.label_space=synthia16"
   "diga|diga|minicity_gta2cs|minicity_diga"
@@ -83,7 +87,7 @@ run_recipe() {  # name label benches args
         else
           # shellcheck disable=SC2086
           udaseg train minicity_cpu $args benchmark="$bench" seed="$seed" data_root="$DATA" \
-            method.label="$label" --out "$out" --quiet
+            method.label="$label" threads="$THREADS" --out "$out" --quiet
         fi
       fi
       rm -rf "$record.tmp" && mkdir -p "$record.tmp"
@@ -99,6 +103,14 @@ run_recipe() {  # name label benches args
         cp "$out"/{config.yaml,env.json,eval.json,metrics.jsonl} "$record.tmp/"
       fi
       rm -rf "$record" && mv "$record.tmp" "$record"
+      if [[ "${COMMIT:-0}" == 1 ]]; then  # retried: other work may hold the index lock for a moment
+        for _ in 1 2 3 4 5; do
+          git add "$record" && git commit -q -m "Run record: $name on $bench, seed $seed ($(python -c \
+            'import json,sys; r=json.load(open(sys.argv[1])); m=r.get("metric","mIoU19"); v=r.get(m); print(f"{m} {100*v:.1f}" if v is not None else "no score")' \
+            "$record/eval.json"))" -- "$record" && break
+          sleep 5
+        done
+      fi
     done
   done
 }

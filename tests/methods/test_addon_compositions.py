@@ -100,7 +100,7 @@ def test_flat_keys_of_earlier_versions_load_with_a_deprecation_message(tiny_trai
 
 
 def test_old_run_config_loads(tmp_path, tiny_train_args):
-    """A run directory's config.yaml written with the flat keys (the records under docs/results/runs)."""
+    """A run directory's config.yaml written with the flat keys (the records under docs/results/runs_v1)."""
     import yaml
 
     cfg = config_lib.compose(tiny_train_args("daformer_minicity"))

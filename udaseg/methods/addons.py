@@ -14,7 +14,7 @@ algorithm box; every hook's default does nothing. The step's running values are 
 The flat keys of earlier versions (``method.mic_block_size``, ``method.tigda_image_size``,
 ``method.fd_lambda`` …) are read for one more release: :func:`upgrade_flat_keys` rewrites them
 with a deprecation message naming the file (run directories written before, e.g. the records
-under ``docs/results/runs``, keep loading).
+under ``docs/results/runs_v1``, keep loading).
 """
 
 from __future__ import annotations
