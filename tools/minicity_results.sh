@@ -12,7 +12,8 @@
 # ~5 min and DAFormer ~12; HRDA, MIC, EBDA and TigDA cost more per step (docs/bench.md).
 # The records of the previous table (random-init presets, MiniCity 1.0) are in docs/results/runs_v1/.
 # Every run uses THREADS torch threads (default 1, so that two jobs can share 2 cores and every row
-# that is compared shares the thread count). COMMIT=1 commits each record as it finishes.
+# that is compared shares the thread count). COMMIT=1 commits each record as it finishes, in the
+# repository that holds RECORDS (so the runs can use a fixed clone while RECORDS is the main one's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/env.sh
@@ -72,7 +73,7 @@ RECIPES=(
   "dg_source_only|source_only|minicity_gta_dg|minicity_diga_dg method=source_only"
   "diga_semisup|diga_semisup|minicity_gta2cs|minicity_diga_semisup"
 )
-RECORDS="${RECORDS:-docs/results/runs}"
+RECORDS="$(realpath -m "${RECORDS:-docs/results/runs}")"
 run_recipe() {  # name label benches args
   local name=$1 label=$2 benches=$3 args=$4 seed bench out record
   for seed in $SEEDS; do
@@ -105,7 +106,7 @@ run_recipe() {  # name label benches args
       rm -rf "$record" && mv "$record.tmp" "$record"
       if [[ "${COMMIT:-0}" == 1 ]]; then  # retried: other work may hold the index lock for a moment
         for _ in 1 2 3 4 5; do
-          git add "$record" && git commit -q -m "Run record: $name on $bench, seed $seed ($(python -c \
+          git -C "$RECORDS" add "$record" && git -C "$RECORDS" commit -q -m "Run record: $name on $bench, seed $seed ($(python -c \
             'import json,sys; r=json.load(open(sys.argv[1])); m=r.get("metric","mIoU19"); v=r.get(m); print(f"{m} {100*v:.1f}" if v is not None else "no score")' \
             "$record/eval.json"))" -- "$record" && break
           sleep 5
