@@ -70,12 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     composed = any("=" not in a for a in args.config) or \
         {a.split("=", 1)[0] for a in args.config} >= set(config_lib.GROUPS)
     if args.resume and args.out and not composed:
-        saved = Path(args.out) / "config.yaml"
-        if not saved.exists():
-            raise UdasegError(f"--resume: {args.out} has no config.yaml (not a udaseg run directory)")
         # key=value overrides (e.g. iters=… to train longer) edit the run's own config; a change
         # needs --force (prepare_run_dir lists what differs).
-        cfg = config_lib.apply_overrides(config_lib.load_resolved(saved), args.config)
+        cfg = config_lib.apply_overrides(config_lib.load_resolved(trainer.resumable_config(args.out)), args.config)
     else:
         cfg = config_lib.compose(args.config)
     run_dir = Path(args.out) if args.out else trainer.default_run_dir(cfg)

@@ -203,9 +203,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, *, resume: bool = False, progre
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
     if resume:
-        if not saved.exists():
-            raise UdasegError(f"--resume: {run_dir} has no config.yaml (not a udaseg run directory)")
-        cfg = config_lib.load_resolved(saved)
+        cfg = config_lib.load_resolved(trainer.resumable_config(run_dir))
     elif saved.exists():
         raise UdasegError(f"{run_dir} already holds a run: use --resume to continue it, or --out for a new one")
     planned = plan(cfg, run_dir)  # every stage checked before anything runs

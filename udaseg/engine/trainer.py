@@ -293,13 +293,20 @@ def default_run_dir(cfg: DictConfig) -> Path:
     return Path("runs") / cfg.benchmark.name / f"{cfg.method.name}_{cfg.model.name}_s{cfg.seed}"
 
 
+def resumable_config(run_dir: Path | str) -> Path:
+    """``run_dir/config.yaml`` of a run to ``--resume`` (training run or pipeline); an error when the
+    folder holds none."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.exists():
+        raise UdasegError(f"--resume: {run_dir} has no config.yaml (not a udaseg run directory)")
+    return saved
+
+
 def prepare_run_dir(cfg: DictConfig, run_dir: Path, resume: bool, force: bool, cli_args: list[str]) -> DictConfig:
     """Create the run directory (or check it for ``--resume``) and return the config to run."""
     saved = run_dir / "config.yaml"
     if resume:
-        if not saved.exists():
-            raise UdasegError(f"--resume: {run_dir} has no config.yaml (not a udaseg run directory)")
-        stored = config_lib.load_resolved(saved)
+        stored = config_lib.load_resolved(resumable_config(run_dir))
         if cli_args:
             changes = config_lib.diff(stored, cfg)
             if changes and not force:

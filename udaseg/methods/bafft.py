@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 
 from udaseg import dist
+from udaseg.data.catalog import IGNORE_INDEX
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
 from udaseg.methods.advent import Advent, AdventConfig
@@ -85,7 +86,6 @@ from udaseg.methods.base import MethodContext
 from udaseg.methods.feature_banks import (
     AIM_CLASS_WEIGHTS,
     AIM_MODES,
-    IGNORE,
     SEPARATION_PAIRS,
     STUFF_CLASSES,
     THING_CLASSES,
@@ -202,7 +202,7 @@ class Bafft(Advent):
     def fill_banks(self, features: torch.Tensor, logits: torch.Tensor, label: torch.Tensor) -> None:
         """Push the source batch's class means of correctly predicted pixels (A.6)."""
         label = F.interpolate(label[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()
-        correct = torch.where(label == logits.argmax(dim=1), label, torch.full_like(label, IGNORE))
+        correct = torch.where(label == logits.argmax(dim=1), label, torch.full_like(label, IGNORE_INDEX))
         classes, vectors = [], []
         for b in range(features.shape[0]):
             regions = image_regions(correct[b], self.stuff_ids, self.thing_ids, self.cfg.max_instances)

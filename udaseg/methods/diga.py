@@ -127,10 +127,10 @@ from torch import nn
 from udaseg.data.catalog import IGNORE_INDEX
 from udaseg.methods import register_method
 from udaseg.methods.base import Method, MethodConfig, MethodContext
-from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.losses import seg_cross_entropy, upsample_to
 from udaseg.methods.mixing import mix
 from udaseg.methods.steps import StepContext, register_step
-from udaseg.methods.teacher import BN_MODES, EMATeacher, is_dropout
+from udaseg.methods.teacher import BN_MODES, EMATeacher
 from udaseg.models.inference import infer_logits, resize_image
 from udaseg.models.schedule import ScheduledOptimizer
 
@@ -145,11 +145,9 @@ SEG_LOSSES = ("ce", "ohem")
 # =============================================================================================
 # Pieces
 def upsample(logits: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
-    """Bilinear resize of [B, C, h, w] to ``size`` (float32)."""
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
+    """Bilinear resize of [B, C, h, w] to ``size`` in float32 (:func:`~udaseg.methods.losses.upsample_to`
+    with the network's ``align_corners``)."""
+    return upsample_to(logits.float(), size, align_corners)
 
 
 def class_mix_masks(label: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -606,16 +604,13 @@ class DiGA(Method):
     def teacher_forward(self, x, features: bool = False):
         """Teacher logits (and its head's features): BN per ``teacher_bn``, Dropout2d per
         ``teacher_dropout`` (the reference runs it in train mode: both on)."""
-        model = self.teacher.model
-        model.train(self.cfg.teacher_bn == "train")
-        for m in model.modules():
-            if is_dropout(m):
-                m.train(self.cfg.teacher_dropout)
         with self.autocast():
-            if features:
-                logits, feats = embed_and_logits(model, x)
-                return logits.float(), feats.float()
-            return model(x).float()
+            out = self.teacher.predict(x, call=embed_and_logits if features else None,
+                                       dropout=self.cfg.teacher_dropout)
+        if features:
+            logits, feats = out
+            return logits.float(), feats.float()
+        return out.float()
 
     def seg_loss(self, logits, label):
         logits = upsample(logits, label.shape[-2:], self.align_corners)

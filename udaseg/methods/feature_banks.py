@@ -36,8 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = 255
-
 # A.3: the stuff / thing split of the 19 Cityscapes classes (pole, light and sign are things).
 STUFF_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "vegetation", "terrain", "sky")
 THING_CLASSES = ("pole", "traffic light", "traffic sign", "person", "rider", "car", "truck", "bus", "train",

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from udaseg.data.catalog import IGNORE_INDEX
 from udaseg.models.hrda import crop_box
 
-IGNORE_INDEX = 255
 
-
-def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of logits to ``size`` (align_corners=False, as mmseg's resize)."""
+def upsample_to(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of logits to ``size`` (by default align_corners=False, as mmseg's resize); a
+    no-op when the size already matches."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 def seg_cross_entropy(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,

@@ -70,10 +70,17 @@ class EMATeacher(nn.Module):
         return alpha
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, call=None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, call=None, dropout: bool = False):
         """Teacher logits for normalised images ``x`` (no gradient); ``call(model, x)`` instead of
-        ``model(x)`` for another output (e.g. an auxiliary head's)."""
+        ``model(x)`` for another output (e.g. an auxiliary head's). BatchNorm follows ``bn_mode``;
+        dropout and drop-path are off unless ``dropout`` (DiGA's reference runs its teacher with
+        them on)."""
         self.model.train(self.bn_mode == "train")
+        if dropout:
+            for m in self.model.modules():
+                if is_dropout(m):
+                    m.train(True)
+            return self.model(x) if call is None else call(self.model, x)
         with dropout_off(self.model):
             return self.model(x) if call is None else call(self.model, x)
 
