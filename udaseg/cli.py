@@ -1,4 +1,4 @@
-"""The ``udaseg`` command line (DESIGN.md §3). Heavy modules are imported inside each command so
+"""The ``udaseg`` command line (docs/contracts.md §1). Heavy modules are imported inside each command so
 that ``udaseg --help`` answers at once."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training configuration: schemas and composition (DESIGN.md §5).
+"""Training configuration: schemas and composition (docs/contracts.md §2).
 
 A training config has four groups — ``benchmark``, ``method``, ``model``, ``schedule`` — and a
 few top-level keys (``seed``, ``iters``, ``data_root``, ``eval_every`` …). It is composed, in
@@ -38,7 +38,7 @@ GROUPS = ("benchmark", "method", "model", "schedule")
 # Schemas
 @dataclass
 class RareClassSamplingConfig:
-    """DAFormer spec §2. ``min_pixels`` counts pixels at the dataset's full resolution."""
+    """docs/methods.md D2. ``min_pixels`` counts pixels at the dataset's full resolution."""
 
     enabled: bool = False
     class_temp: float = 0.01
@@ -112,7 +112,7 @@ class BenchmarkConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Optimizer and LR schedule (DAFormer spec §4 for the defaults)."""
+    """Optimizer and LR schedule (docs/methods.md D4 for the defaults)."""
 
     name: str = "poly10warm"
     optimizer: str = "adamw"  # adamw | sgd

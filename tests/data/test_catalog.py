@@ -1,4 +1,4 @@
-"""The class tables against cityscapesscripts and the specs' id tables."""
+"""The class tables against cityscapesscripts and the id tables of the datasets' own tools."""
 
 import numpy as np
 import pytest
@@ -39,7 +39,7 @@ def test_label_id_lut_matches_cityscapesscripts_for_every_id():
 
 
 def test_gta_table_of_the_spec():
-    # DAFormer spec §8.3: exactly these 19 ids survive.
+    # docs/methods.md D8.3: exactly these 19 ids survive.
     lut = C.raw_to_space_lut("cityscapes_id", "cityscapes19")
     kept = {i: int(lut[i]) for i in range(256) if lut[i] != 255}
     assert kept == {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,

@@ -112,7 +112,7 @@ def test_choose_crop_accepts_the_first_good_box():
 
 
 def test_diga_crop_rule_by_hand():
-    """DiGA (spec §3.3): ≥ 2 non-ignore classes each over 2 % of the crop's pixels (ignored included)."""
+    """DiGA (docs/methods.md G3.3): ≥ 2 non-ignore classes each over 2 % of the crop's pixels (ignored included)."""
     label = np.full((10, 10), 255, np.uint8)
     label[0, :3] = 0                     # 3 % road
     label[1, :3] = 1                     # 3 % sidewalk

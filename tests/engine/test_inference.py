@@ -11,14 +11,14 @@ from udaseg.models.inference import infer_logits, keep_ratio_size, predict, slid
 
 def test_keep_ratio_size_mmcv_rule():
     assert keep_ratio_size(1024, 2048, (1024, 512)) == (512, 1024)  # Cityscapes, DAFormer
-    assert keep_ratio_size(1052, 1914, (1280, 720)) == (704, 1280)  # GTA5, spec §1.5
+    assert keep_ratio_size(1052, 1914, (1280, 720)) == (704, 1280)  # GTA5, docs/methods.md D1.5
     assert keep_ratio_size(760, 1280, (1280, 760)) == (760, 1280)  # SYNTHIA unchanged
     assert keep_ratio_size(1080, 1920, (960, 540)) == (540, 960)  # ACDC
     assert keep_ratio_size(100, 200, None) == (100, 200)
 
 
 def test_slide_windows_hand_computed():
-    # HRDA: 1024×2048, window 1024, stride 512 → one row, windows at x = 0, 512, 1024 (spec §6)
+    # HRDA: 1024×2048, window 1024, stride 512 → one row, windows at x = 0, 512, 1024 (docs/methods.md D6)
     assert slide_windows(1024, 2048, (1024, 1024), (512, 512)) == [
         (0, 1024, 0, 1024), (0, 1024, 512, 1536), (0, 1024, 1024, 2048)]
     # 64×96, window 32, stride 24: rows = (64−32+23)//24+1 = 3, cols = (96−32+23)//24+1 = 4;
@@ -166,7 +166,7 @@ def test_two_scale_max_fusion():
 
 
 def test_upsample_probabilities_softmaxes_at_the_output_size():
-    """BAFFT's generator (spec A.9): softmax at the network's stride, then upsample the probabilities."""
+    """BAFFT's generator (docs/methods.md A.9): softmax at the network's stride, then upsample the probabilities."""
     img = torch.randint(0, 256, (1, 3, 16, 32), dtype=torch.uint8)
     native = PositionModel()(img.float() / 255)  # [1, 2, 8, 16]
     expected = nn.functional.interpolate(native.softmax(1), size=(16, 32), mode="bilinear", align_corners=False)

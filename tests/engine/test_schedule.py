@@ -1,4 +1,4 @@
-"""The LR schedule against the spec's formula and DAFormer's logged value."""
+"""The LR schedule against the formula of docs/methods.md D4 and DAFormer's logged value."""
 
 import math
 
@@ -10,7 +10,7 @@ from udaseg.models.schedule import build_optimizer, poly_warmup_lr
 
 
 def test_daformer_lr_at_iteration_49_matches_the_log():
-    # DAFormer spec §4: t=49 gives 1.958e-6 for base 6e-5 (DAFormer issue #11's log).
+    # docs/methods.md D4: t=49 gives 1.958e-6 for base 6e-5 (DAFormer issue #11's log).
     lr = poly_warmup_lr(6e-5, 49, 40000, power=1.0, warmup_iters=1500, warmup_ratio=1e-6)
     expected = 6e-5 * (1 - 49 / 40000) * (1 - (1 - 49 / 1500) * (1 - 1e-6))
     assert lr == pytest.approx(expected, rel=1e-12)

@@ -1,4 +1,4 @@
-"""DAF + IDA (spec bafft_daf_ida.md B.5, B.8) by hand: SYNTHIA inverse depth, BerHu, depth-aware
+"""DAF + IDA (docs/methods.md B.5, B.8) by hand: SYNTHIA inverse depth, BerHu, depth-aware
 maps, the ranking score, the rare-class normaliser in 19- and 16-class spaces, the easy/hard split;
 the DAF iteration (D inputs, labels and gradients); the depth_rank step's artefacts."""
 

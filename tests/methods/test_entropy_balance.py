@@ -1,4 +1,4 @@
-"""EBDA's entropy balance (spec tigda_ebda.md §2) on hand-made probability maps, and as an
+"""EBDA's entropy balance (docs/methods.md T2) on hand-made probability maps, and as an
 option of DAFormer (separate and reuse modes, HRDA, the dynamic target)."""
 
 from __future__ import annotations

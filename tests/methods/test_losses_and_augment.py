@@ -34,7 +34,7 @@ def test_cross_entropy_upsamples_logits_to_the_label():
 
 @pytest.mark.parametrize("size,kernel", [(512, 51), (1024, 103), (100, 9), (128, 13), (256, 25)])
 def test_blur_kernel_is_about_ten_percent_and_odd(size, kernel):
-    # DAFormer spec §1.4: 51 for 512 crops, 103 for 1024.
+    # docs/methods.md D1.4: 51 for 512 crops, 103 for 1024.
     assert blur_kernel_size(size) == kernel
 
 

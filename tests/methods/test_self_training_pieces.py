@@ -1,4 +1,4 @@
-"""The shared pieces of the self-training methods against the spec's formulas (DAFormer spec §1,
+"""The shared pieces of the self-training methods against the formulas (docs/methods.md D1,
 §3), with hand-computed values."""
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _deeplab_size(n: int) -> tuple[int, int]:
 
 
 def test_deeplab_size_arithmetic_matches_spec():
-    # spec §A.4: 1024×512 → 129×65, 1280×720 → 161×91 feature maps
+    # docs/methods.md A.4: 1024×512 → 129×65, 1280×720 → 161×91 feature maps
     assert _deeplab_size(1024)[1] == 129 and _deeplab_size(512)[1] == 65
     assert _deeplab_size(1280)[1] == 161 and _deeplab_size(720)[1] == 91
 

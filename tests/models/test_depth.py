@@ -1,4 +1,4 @@
-"""DAF's depth branch (spec bafft_daf_ida.md B.4): shapes on the tiny CNN and the R101, forward()
+"""DAF's depth branch (docs/methods.md B.4): shapes on the tiny CNN and the R101, forward()
 still logits only, the SE attention and the layer-4 gate by hand, ×10 parameter groups, configs."""
 
 from __future__ import annotations

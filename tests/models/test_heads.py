@@ -1,4 +1,4 @@
-"""Decode heads: the protocol over the registry, DAFormer's exact structure (spec §5), the
+"""Decode heads: the protocol over the registry, DAFormer's exact structure (docs/methods.md D5), the
 DeepLab-v2 classifier's sum of four branches vs AdaptSegNet's two-branch quirk."""
 
 import pytest

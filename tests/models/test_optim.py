@@ -1,4 +1,4 @@
-"""DAFormer's parameter-group rule on our module names (spec §4)."""
+"""DAFormer's parameter-group rule on our module names (docs/methods.md D4)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""TigDA's CMF head and text towers (spec tigda_ebda.md §1.3): prompt parts, parity of the towers
+"""TigDA's CMF head and text towers (docs/methods.md T1.3): prompt parts, parity of the towers
 with their own libraries, shapes at several crop sizes, the score map, the spatial block."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ v1.2 names, and the *label spaces* a model can be trained in:
                   (SYNTHIA→Cityscapes/Mapillary, 7 classes)
 
 Evaluation subsets (mIoU16, mIoU13) are index lists into the 19-class vector, never rescaled
-means (see DESIGN.md §7).
+means (see docs/contracts.md §4).
 
 Each dataset family translates its *raw* label ids into a label space through a 256-entry lookup
 table (:func:`raw_to_space_lut`). The 7-class tables start from raw ids, not from 19-class train

@@ -21,7 +21,7 @@ The semantics follow mmseg 0.x, which the DAFormer line uses:
   mmseg, the box drawn after the 10th failed check is kept unchecked.
 * horizontal flip with probability ``flip_prob``; pad bottom/right to the crop size.
 
-DiGA/TridentAdapt's geometry (spec ``diga.md`` §3.3) has two more switches: ``size_jitter=(lo, hi)``
+DiGA/TridentAdapt's geometry (docs/methods.md G3.3) has two more switches: ``size_jitter=(lo, hi)``
 — "random size and crop": after the resize, height and width are scaled *independently* by
 factors from U(lo, hi) (the aspect ratio changes), and an image that then falls short of the crop
 in either dimension is resized to the crop size instead — and ``crop_rule="diga"``: the crop is

@@ -1,4 +1,4 @@
-"""Evaluation (DESIGN.md §7): one confusion matrix over the whole split, every protocol from it.
+"""Evaluation (docs/contracts.md §4): one confusion matrix over the whole split, every protocol from it.
 
 * :class:`ConfusionMatrix` accumulates an ``int64`` matrix at **full label resolution** with one
   ``bincount`` per image. Rows are ground-truth classes (pixels labelled 255 are skipped);

@@ -5,11 +5,11 @@ target's by default), one image at a time at the split's full resolution, and wr
 train-id PNG per image into ``pseudo_labels/`` (never the whole split in memory). The rule:
 
 =====================  ======================================================================
-``argmax``             every pixel labelled (IntraDA / DAF ranking's easy split, spec B.8.7)
-``threshold``          label c where p_c ≥ ``threshold``, else 255 (ISL/CTRL: 0.9, spec B.7)
+``argmax``             every pixel labelled (IntraDA / DAF ranking's easy split, docs/methods.md B.8.7)
+``threshold``          label c where p_c ≥ ``threshold``, else 255 (ISL/CTRL: 0.9, docs/methods.md B.7)
 ``classwise_median``   label c where p_c ≥ τ_c, τ_c = min(median confidence of the pixels
                        predicted c over the split, ``cap``), 0 for a class never predicted
-                       (BAFFT, spec A.9); two passes: confidence histograms, then the labels
+                       (BAFFT, docs/methods.md A.9); two passes: confidence histograms, then the labels
 =====================  ======================================================================
 
 Its ``summary.json`` gives the fraction of pixels labelled and, when the split has labels (as
@@ -46,7 +46,7 @@ class PseudoLabelStepConfig:
     at_input_size: bool = False
     flip: bool = False
     # logits: upsample the logits, then softmax (IntraDA/CTRL); probabilities: softmax at the
-    # network's output size, then upsample (BAFFT's generator, spec A.9)
+    # network's output size, then upsample (BAFFT's generator, docs/methods.md A.9)
     upsample: str = "logits"
 
 

@@ -1,4 +1,4 @@
-"""The run directory's ``summary.md`` and pictures (DESIGN.md §4), written at the end of training.
+"""The run directory's ``summary.md`` and pictures (docs/contracts.md §3), written at the end of training.
 
 ``summary.md`` is the report of this one run (:mod:`udaseg.report`: headline table, per-class IoU,
 per-class bars, loss and mIoU curves, confusion matrix) followed by ``predictions.png``: a few

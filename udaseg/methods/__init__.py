@@ -1,5 +1,5 @@
 """Methods: one file per method, registered by name in :mod:`udaseg.methods.registry`
-(DESIGN.md §5 lists the contract names).
+(docs/contracts.md §2 lists the registered names).
 
 ``create_method(cfg, ctx)`` builds the method named ``cfg.name``; ``list_methods()`` lists them.
 """

@@ -1,5 +1,5 @@
 """ADVENT (Vu et al., "ADVENT: Adversarial Entropy Minimization for Domain Adaptation in Semantic
-Segmentation", CVPR 2019), the base of DAF and BAFFT; spec ``bafft_daf_ida.md`` B.12 (and A.5).
+Segmentation", CVPR 2019), the base of DAF and BAFFT; docs/methods.md B.12 (and A.5).
 
 One iteration, in the reference's order (``multi_level`` adds a second output level, below):
 

@@ -1,4 +1,4 @@
-"""Output-space adversarial pieces of the ADVENT family (spec ``bafft_daf_ida.md`` A.5, B.5, B.12).
+"""Output-space adversarial pieces of the ADVENT family (docs/methods.md A.5, B.5, B.12).
 
 * :func:`entropy_map` — ADVENT's per-channel "weighted self-information"
   E_c = −p_c·log₂ p_c / log₂ C of a softmax map: C channels, each in [0, 1/e·…], not summed.

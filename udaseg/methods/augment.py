@@ -1,4 +1,4 @@
-"""DACS photometric augmentation (DAFormer spec §1.4), on normalised image batches.
+"""DACS photometric augmentation (docs/methods.md D1.4), on normalised image batches.
 
 Per call, two uniform draws decide for the whole batch whether colour jitter (p = 0.8) and blur
 (p = 0.5) apply; each sample is then transformed with its own random parameters, as DACS does by

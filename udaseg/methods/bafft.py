@@ -1,6 +1,6 @@
 """BAFFT (Yuan et al., "Birds of A Feather Flock Together: Category-Divergence Guidance for Domain
-Adaptive Segmentation", IEEE TIP 31:2878–2892, 2022), from its released code; spec
-``bafft_daf_ida.md`` Part A. Step 1 is SIM (Wang et al., CVPR 2020) without self-training; step 2
+Adaptive Segmentation", IEEE TIP 31:2878–2892, 2022), from its released code;
+docs/methods.md A. Step 1 is SIM (Wang et al., CVPR 2020) without self-training; step 2
 adds the pseudo-label CE, AIM (self-weighted aggregation) and ISIA's inter-class separation.
 
 A three-stage pipeline: ``method=bafft`` (step 1) → offline class-wise-median pseudo-labels of the

@@ -1,5 +1,5 @@
 """DAF + IDA ("Depth Guidance and Intra-Domain Adaptation for Semantic Segmentation", repository
-``3D-Vision-Lab-of-JUST/dg_ljw``); spec ``bafft_daf_ida.md`` Part B. This file holds stage 0
+``3D-Vision-Lab-of-JUST/dg_ljw``); docs/methods.md B. This file holds stage 0
 (DAF, the method ``daf_ida``) and stage 2a (the depth-aware ranking, the pipeline step
 ``depth_rank``). Stage 1 (ISL) is the shared ``pseudo_labels`` step (rule ``threshold``, 0.9) plus
 a target-only CE stage; stage 2b (IDA) is plain ``advent`` from the easy to the hard split
@@ -88,7 +88,7 @@ INVERSE_DEPTH_SCALE = 65536.0
 # ---------------------------------------------------------------------------------------------
 # Pure functions
 def inverse_depth_from_metres(depth_m: torch.Tensor) -> torch.Tensor:
-    """Spec B.3.1: SYNTHIA inverse depth z = 65536 / (raw + 1) of the raw 16-bit centimetres.
+    """docs/methods.md B.3.1: SYNTHIA inverse depth z = 65536 / (raw + 1) of the raw 16-bit centimetres.
 
     The loaders give depth in metres (float32, raw_cm / 100); ``raw_cm = round(metres · 100)``
     recovers the integer file values exactly. 65535 cm (sky, the maximum) → 1.0; 100 cm → ≈ 649.
@@ -98,7 +98,7 @@ def inverse_depth_from_metres(depth_m: torch.Tensor) -> torch.Tensor:
 
 
 def berhu_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Spec B.5: reverse Huber on |pred − target| with the batch threshold c = 0.2 · max residual.
+    """docs/methods.md B.5: reverse Huber on |pred − target| with the batch threshold c = 0.2 · max residual.
 
     As DADA's ``loss_berHu``: c is a constant (no gradient through the max); ℓ = r where r ≤ c,
     (r² + c²)/(2c) where r > c; the mean over all pixels — or, with ``mask`` (True = keep), over
@@ -119,7 +119,7 @@ def berhu_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
 
 
 def depth_aware_map(entropy: torch.Tensor, inverse_depth: torch.Tensor, power: int = 1) -> torch.Tensor:
-    """Spec B.5: E ⊙ Ẑ^power, the inverse depth [B, 1, H, W] (or [B, H, W]) broadcast over the C
+    """docs/methods.md B.5: E ⊙ Ẑ^power, the inverse depth [B, 1, H, W] (or [B, H, W]) broadcast over the C
     entropy channels [B, C, H, W]. DAF's release: power 1 on the source map, 2 on the target map."""
     if power not in (1, 2):
         raise ValueError(f"depth power must be 1 or 2, got {power}")
@@ -130,7 +130,7 @@ def depth_aware_map(entropy: torch.Tensor, inverse_depth: torch.Tensor, power: i
 
 
 def rare_class_ids(label_space: LabelSpace, mode: str = "faithful_19") -> tuple[int, ...]:
-    """Spec B.8.4: the ids counted by the rare-class normaliser in ``label_space``.
+    """docs/methods.md B.8.4: the ids counted by the rare-class normaliser in ``label_space``.
 
     ``faithful_19``: IntraDA's 19-class list as it is, whatever the space (ids beyond the space
     never occur); ``by_name``: the ids in this space of the classes that list names."""
@@ -142,7 +142,7 @@ def rare_class_ids(label_space: LabelSpace, mode: str = "faithful_19") -> tuple[
 
 
 def rare_class_normaliser(pred: torch.Tensor, rare_ids: Sequence[int]) -> torch.Tensor:
-    """Spec B.8.4: ν = (11 − R)/11 + 0.5 per image, R = number of distinct ``rare_ids`` present in
+    """docs/methods.md B.8.4: ν = (11 − R)/11 + 0.5 per image, R = number of distinct ``rare_ids`` present in
     the argmax map ``pred`` [B, H, W] (or [H, W]). The 11 is the reference's constant."""
     if pred.dim() == 2:
         pred = pred.unsqueeze(0)
@@ -154,7 +154,7 @@ def rare_class_normaliser(pred: torch.Tensor, rare_ids: Sequence[int]) -> torch.
 
 def ranking_score(prob: torch.Tensor, inverse_depth: torch.Tensor, *, normalize: bool = True,
                   rare_ids: Sequence[int] = INTRADA_RARE_IDS_19) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spec B.8.3: S(x) = ν(x) · mean_{c,h,w} E_c(h,w)·Ẑ(h,w) per image (no squaring), from
+    """docs/methods.md B.8.3: S(x) = ν(x) · mean_{c,h,w} E_c(h,w)·Ẑ(h,w) per image (no squaring), from
     probabilities [B, C, H, W] and inverse depth [B, 1, H, W] at the same size. Returns
     ``(scores [B], ν [B])``; ν = 1 without ``normalize``."""
     base = depth_aware_map(entropy_map(prob.float()), inverse_depth.float(), 1).mean(dim=(1, 2, 3))
@@ -167,7 +167,7 @@ def ranking_score(prob: torch.Tensor, inverse_depth: torch.Tensor, *, normalize:
 
 def split_easy_hard(names: Sequence[str], scores: Sequence[float],
                     easy_ratio: float = 0.66) -> tuple[list[str], list[str]]:
-    """Spec B.8.6: ascending sort by score (stable); easy = the first ⌊easy_ratio·N⌋, hard = the
+    """docs/methods.md B.8.6: ascending sort by score (stable); easy = the first ⌊easy_ratio·N⌋, hard = the
     rest, both in ranking order. ``int(N · ratio)`` as the reference (0.66 · 2975 → 1963)."""
     if len(names) != len(scores):
         raise ValueError(f"{len(names)} names but {len(scores)} scores")
@@ -294,7 +294,7 @@ def predict_with_depth(model, img: torch.Tensor, test_scale=None, at_input_size:
 
 @register_step("depth_rank", DepthRankConfig)
 def depth_rank(ctx: StepContext, cfg: DepthRankConfig) -> dict:
-    """Spec B.8: rank the target train images by depth-aware entropy, split easy/hard, and write
+    """docs/methods.md B.8: rank the target train images by depth-aware entropy, split easy/hard, and write
     the easy images' argmax pseudo-labels."""
     model = ctx.network(cfg.network)
     if not hasattr(model, "forward_with_depth"):

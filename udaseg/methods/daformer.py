@@ -1,6 +1,6 @@
 """DAFormer's self-training (Hoyer et al., "DAFormer: Improving Network Architectures and Training
 Strategies for Domain-Adaptive Semantic Segmentation", CVPR 2022), on DACS (Tranheden et al.,
-WACV 2021). Spec: ``shared/specs/daformer_hrda_mic.md`` §0–§4.
+WACV 2021). Notes: docs/methods.md D0–D4.
 
 One iteration ``t``:
 
@@ -44,7 +44,7 @@ The add-ons (:mod:`udaseg.methods.addons`; config ``method.<key>.*``, ``method.m
   fusion head on the student (before the teacher is copied, so the EMA teacher has its own), its
   λ·CE on every student pass, the pseudo-labels of step 3 from the teacher's CMF head.
 
-**HRDA** (``model.hrda``, Hoyer et al., ECCV 2022, spec §6) changes every student pass of 2, 6 and
+**HRDA** (``model.hrda``, Hoyer et al., ECCV 2022, docs/methods.md D6) changes every student pass of 2, 6 and
 6' into the multi-resolution one (context at ×0.5, a random detail crop, learned scale attention;
 loss 0.9·fused + 0.1·detail), the teacher's pseudo-labels into sliding detail windows over the
 whole crop fused with the attention, and the feature distance onto the context branch. Its

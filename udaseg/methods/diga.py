@@ -1,6 +1,6 @@
 """DiGA (Shen, Gurram, Liu, Wang and Knoll, "DiGA: Distil to Generalize and then Adapt for Domain
 Adaptive Semantic Segmentation", CVPR 2023), written from the official code ``fy-vision/DiGA``;
-spec ``shared/specs/diga.md``. A pipeline of stages (``configs/experiment/minicity_diga.yaml``):
+docs/methods.md G. A pipeline of stages (``configs/experiment/minicity_diga.yaml``):
 
     translator (or FDA, no stage) → warm-up → diga_pseudo_labels → diga_centroids
                                   → self-training round 1 → diga_pseudo_labels → round 2

@@ -1,4 +1,4 @@
-"""EBDA's entropy balance (spec ``tigda_ebda.md`` §2): pull every pixel's prediction entropy
+"""EBDA's entropy balance (docs/methods.md T2): pull every pixel's prediction entropy
 towards a target H*.
 
 L_EB = λ · mean_p (H(p) − H*)², H(p) = −Σ_k s_k(p) ln s_k(p) in nats of the softmax ``s`` of the
@@ -6,7 +6,7 @@ logits upsampled to the image size, averaged over **every** pixel (ignored and s
 included; no pseudo-label weight). dL/dH = 2λ(H − H*)/N: uncertain pixels (H > H*) are sharpened,
 over-confident ones (H < H*) softened. λ = 0.1 and H* = 0.4 nats in the reference.
 
-:class:`DynamicEntropyTarget` is the spec's reading of a variant in the reference: H* follows an
+:class:`DynamicEntropyTarget` is our reading of a variant in the reference: H* follows an
 EMA (momentum 0.9999) of a percentile (60th) of the batch's per-pixel entropy. In the released
 ``dacs.py`` that EMA (started at the first batch's percentile) is only computed and logged — the
 loss always uses the fixed 0.4 — so a dynamic *loss target* is an option here, not the reference.

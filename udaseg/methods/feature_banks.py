@@ -1,4 +1,4 @@
-"""BAFFT's (and SIM's) class-feature pieces, as small pure functions (spec ``bafft_daf_ida.md``
+"""BAFFT's (and SIM's) class-feature pieces, as small pure functions (docs/methods.md
 A.6–A.8, A.10): the source memory banks, stuff regions and thing instances, masked average
 pooling, the L1-to-nearest aggregation distance, AIM weights and the inter-class separation.
 
@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# A.3: the stuff / thing split of the 19 Cityscapes classes (pole, light and sign are things).
+# docs/methods.md A.3: the stuff / thing split of the 19 Cityscapes classes (pole, light and sign are things).
 STUFF_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "vegetation", "terrain", "sky")
 THING_CLASSES = ("pole", "traffic light", "traffic sign", "person", "rider", "car", "truck", "bus", "train",
                  "motorcycle", "bicycle")
-# A.10.2: the static per-category coefficients of the released train_step2.py (unused there).
+# docs/methods.md A.10: the static per-category coefficients of the released train_step2.py (unused there).
 AIM_CLASS_WEIGHTS = {"road": 1.0, "sidewalk": 2.0, "building": 1.0, "wall": 5.0, "fence": 1.0, "vegetation": 1.0,
                      "terrain": 1.0, "sky": 10.0, "pole": 10.0, "traffic light": 5.0, "traffic sign": 2.0,
                      "person": 10.0, "rider": 5.0, "car": 1.0, "truck": 1.0, "bus": 2.0, "train": 1.0,

@@ -1,4 +1,4 @@
-"""Thing-class ImageNet feature distance (DAFormer spec §3).
+"""Thing-class ImageNet feature distance (docs/methods.md D3).
 
 L_FD = λ · mean over selected cells of ‖F_student(p) − F_ImageNet(p)‖₂, on the **last backbone
 stage** of the source images, against a frozen copy of the initial (ImageNet-pretrained) backbone.

@@ -1,5 +1,5 @@
 """MIC's masked image consistency (Hoyer et al., "MIC: Masked Image Consistency for
-Context-Enhanced Domain Adaptation", CVPR 2023; spec daformer_hrda_mic.md §7).
+Context-Enhanced Domain Adaptation", CVPR 2023; docs/methods.md D7).
 
 Block masks: a uniform random grid of round(H/b) × round(W/b) values per image; a block is kept
 where its value exceeds the mask ratio (0.7 → 70 % of the blocks dropped); the grid is upsampled

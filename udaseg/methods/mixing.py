@@ -1,4 +1,4 @@
-"""ClassMix as DACS/DAFormer mix (DAFormer spec §1.3).
+"""ClassMix as DACS/DAFormer mix (docs/methods.md D1.3).
 
 For each sample, ⌈n/2⌉ of n candidate classes are chosen uniformly without replacement; the
 sample's mask is 1 where *its own* source label is one of them. The candidates are

@@ -1,4 +1,4 @@
-"""Pseudo-labels of the self-training methods (DAFormer spec §1.2).
+"""Pseudo-labels of the self-training methods (docs/methods.md D1.2).
 
 The teacher's logits are upsampled to the crop, soft-maxed; the pseudo-label is the arg-max. The
 quality weight is **one scalar per batch** (the reference's choice): the fraction of all target
@@ -47,7 +47,7 @@ def crop_pseudo_weight(weight: torch.Tensor, ignore_top: int = 0, ignore_bottom:
     return weight
 
 
-# -- BAFFT / SIM class-wise thresholds (spec bafft_daf_ida.md A.9) -----------------------------
+# -- BAFFT / SIM class-wise thresholds (docs/methods.md A.9) -----------------------------
 # The reference sorts the max-probabilities of every pixel predicted as c over the whole split and
 # takes the one at index round(0.5·N_c); here the split is summarised by per-class histograms of
 # those confidences, accumulated image by image, so the split's probabilities are never held.

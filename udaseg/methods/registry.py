@@ -1,5 +1,5 @@
 """The method registry (:class:`udaseg.registry.Registry`): one file per method, registered by
-name with ``@register_method`` (DESIGN.md §5 lists the contract names).
+name with ``@register_method`` (docs/contracts.md §2 lists the registered names).
 
 ``METHOD_MODULES`` are the modules that register methods (and the offline pipeline steps that
 belong to a method, :mod:`udaseg.methods.steps`); a registry imports them on its first lookup,

@@ -1,4 +1,4 @@
-"""The EMA teacher of the self-training methods (DAFormer spec §1.1).
+"""The EMA teacher of the self-training methods (docs/methods.md D1.1).
 
 * α_t = min(1 − 1/(t + 1), α): the teacher starts as a running mean of the student (α_1 = 0.5,
   α_9 = 0.9) and settles at α (0.999 for DAFormer/HRDA/MIC, 0.99 for DACS).

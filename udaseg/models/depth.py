@@ -1,4 +1,4 @@
-"""DAF's depth branch and the depth-aware segmentor (spec ``bafft_daf_ida.md`` B.4, B.14.1).
+"""DAF's depth branch and the depth-aware segmentor (docs/methods.md B.4, B.14.1).
 
 Asked for by the model config's ``depth`` option (``depth: {}`` for the defaults, ``null`` = off;
 see :mod:`udaseg.models.factory`). The branch reads the backbone's four stages B1…B4 and

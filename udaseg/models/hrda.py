@@ -1,6 +1,6 @@
 """HRDA: multi-resolution training with learned scale attention (Hoyer et al., "HRDA:
-Context-Aware High-Resolution Domain-Adaptive Semantic Segmentation", ECCV 2022; spec
-daformer_hrda_mic.md §6).
+Context-Aware High-Resolution Domain-Adaptive Semantic Segmentation", ECCV 2022;
+docs/methods.md D6).
 
 :class:`HRDASegmentor` wraps an :class:`~udaseg.models.segmentor.EncoderDecoder`; the encoder and
 the decode head are **shared** by both scales. On a training crop x (full resolution, e.g. 1024²):

@@ -129,7 +129,7 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
     logits of the (normalised) image resized by each factor with the family's ``align_corners`` —
     DiGA/TridentAdapt's two-scale fusion of test time and pseudo-labels (whole mode only).
     ``upsample="probabilities"`` takes the softmax at the network's output size and upsamples the
-    probabilities (BAFFT's pseudo-label generation, spec A.9); the result is then their log, so
+    probabilities (BAFFT's pseudo-label generation, docs/methods.md A.9); the result is then their log, so
     that a softmax of it gives those probabilities back. The model is used as is: call
     ``model.eval()`` first. ``interpolation`` resizes the image to ``test_scale``
     (:func:`resize_image`).

@@ -1,6 +1,6 @@
 """Parameter groups for the optimizer: DAFormer's name-based multipliers.
 
-DAFormer (spec §4) uses mmcv's ``paramwise_cfg.custom_keys``: a parameter whose full name contains
+DAFormer (docs/methods.md D4) uses mmcv's ``paramwise_cfg.custom_keys``: a parameter whose full name contains
 ``head`` gets lr ×10; one containing ``norm`` gets weight decay ×0; keys are tried longest
 first and the first match wins (``pos_block`` is also listed there but names nothing in MiT, so
 it is left out). The rule is purely about names, so what it does depends on how modules are

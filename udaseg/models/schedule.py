@@ -1,7 +1,7 @@
 """Learning-rate schedules and optimizers.
 
 The schedule reproduces mmcv 1.3.7's ``PolyLrUpdaterHook`` with linear warmup, as DAFormer/HRDA/MIC
-train (DAFormer spec §4, "poly10warm"):
+train (docs/methods.md D4, "poly10warm"):
 
     regular(t) = (base − min_lr) · (1 − t/T)^power + min_lr
     lr(t)      = regular(t) · [1 − (1 − t/W)(1 − warmup_ratio)]   for t < W,   regular(t) after,

@@ -51,7 +51,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
     "imagenet": Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), bgr=False),
     # Caffe mean in BGR order; the DeepLab ResNet checkpoints were trained on BGR 0–255 input.
     "caffe_bgr": Normalization((104.008, 116.669, 122.679), (1.0, 1.0, 1.0), bgr=True),
-    # DiGA / TridentAdapt (spec diga.md §3.3): the Caffe BGR mean, then ÷128 (input ≈ [−1, 1]).
+    # DiGA / TridentAdapt (docs/methods.md G3.3): the Caffe BGR mean, then ÷128 (input ≈ [−1, 1]).
     "caffe_bgr128": Normalization((104.008, 116.669, 122.679), (128.0, 128.0, 128.0), bgr=True),
     # TensorFlow's Inception preprocessing (timm: mean = std = 0.5), e.g. the TF-Lite EfficientNet-Lite.
     "inception": Normalization((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), bgr=False),

@@ -1,4 +1,4 @@
-"""Frozen text towers for TigDA's learnable prompts (spec ``tigda_ebda.md`` §1.3 B.4–5).
+"""Frozen text towers for TigDA's learnable prompts (docs/methods.md T1.3 B.4–5).
 
 A tower turns prompt *token embeddings* (so that learnable context vectors can stand in for some
 tokens) into one feature per prompt. Interface::

@@ -1,4 +1,4 @@
-"""DiGA's image domain translator (from TridentAdapt, BMVC 2021; spec ``diga.md`` §4.2, §5) and
+"""DiGA's image domain translator (from TridentAdapt, BMVC 2021; docs/methods.md G4.2, G5) and
 FDA's Fourier amplitude swap, the cheap alternative target styling.
 
 **Image space.** Every network here works on **RGB in [−1, 1]** (``to_signed(img01)``), the GAN

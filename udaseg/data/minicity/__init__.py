@@ -1,4 +1,4 @@
-"""MiniCity: the embedded, procedurally generated street-scene benchmark (DESIGN.md §6).
+"""MiniCity: the embedded, procedurally generated street-scene benchmark (docs/contracts.md §5).
 
 MiniCity stands in for GTA5, SYNTHIA-RAND-CITYSCAPES, Cityscapes (with Foggy and Rain Cityscapes)
 and ACDC on machines that cannot download them. It is written in the exact on-disk formats of

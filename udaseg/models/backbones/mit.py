@@ -11,7 +11,7 @@ Source Code License, non-commercial; see the smp source file). We subclass smp's
   checkpoints (``block1.0.attn.q.weight``, ``norm1.weight`` …), so those load without renaming,
   and the DAFormer parameter-group rule ("norm" → no weight decay) sees the same names.
 
-Architecture (DAFormer spec §4, MiT-B5): depths (3, 6, 40, 3), dims (64, 128, 320, 512), heads
+Architecture (docs/methods.md D4, MiT-B5): depths (3, 6, 40, 3), dims (64, 128, 320, 512), heads
 (1, 2, 5, 8), SR ratios (8, 4, 2, 1), MLP ratio 4, qkv bias, block LayerNorm eps 1e-6 (the patch
 embedding and spatial-reduction LayerNorms keep eps 1e-5, as in the original), overlapping patch
 embeddings 7×7/s4 then 3×3/s2, stochastic depth 0.1 rising linearly over all blocks. smp uses

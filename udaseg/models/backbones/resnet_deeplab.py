@@ -2,7 +2,7 @@
 
 Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous
 Convolution, and Fully Connected CRFs", TPAMI 2018; layout as in AdaptSegNet/ADVENT's
-``ResNetMulti`` (specs: bafft_daf_ida.md §A.4/§B.4, diga.md §4.1). What differs from torchvision:
+``ResNetMulti`` (docs/methods.md A.4/B.4, G4.1). What differs from torchvision:
 
 * the stride of a downsampling bottleneck sits in its **first 1×1 conv**, not in the 3×3;
 * the stem max-pool uses ``ceil_mode=True`` (a 1024×512 input gives 129×65 maps at stride 8);
@@ -67,7 +67,7 @@ class CaffeBottleneck(nn.Module):
 
 class DeepLabV2ResNet(Backbone):
     default_normalization = "caffe_bgr"
-    # ADVENT/BAFFT/DiGA upsample logits with align_corners=True (specs §A.13, §B.10, diga §16.2).
+    # ADVENT/BAFFT/DiGA upsample logits with align_corners=True (docs/methods.md A.13, B.10, G16.2).
     default_align_corners = True
 
     def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 23, 3), norm_mode: str = "frozen_affine"):

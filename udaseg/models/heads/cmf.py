@@ -1,4 +1,4 @@
-"""TigDA's cross-modal fusion (CMF) head (spec ``tigda_ebda.md`` §1.3, ``CMFHeadContext``).
+"""TigDA's cross-modal fusion (CMF) head (docs/methods.md T1.3, ``CMFHeadContext``).
 
 A second decoder on the backbone stages, trained beside the segmentation head and dropped at
 inference. For stages f1…f4 (a 512×512 crop, MiT-B5):

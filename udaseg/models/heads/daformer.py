@@ -1,7 +1,7 @@
 """DAFormer and SegFormer decode heads.
 
 Hoyer et al., "DAFormer: Improving Network Architectures and Training Strategies for
-Domain-Adaptive Semantic Segmentation", CVPR 2022 (spec daformer_hrda_mic.md §5, exact);
+Domain-Adaptive Semantic Segmentation", CVPR 2022 (docs/methods.md D5, exact);
 Xie et al., SegFormer, NeurIPS 2021 (the all-MLP head).
 
 Both embed every stage token-wise with a Linear(C_i → embed_dim) (no norm, no activation),

@@ -1,7 +1,7 @@
 """DeepLab-v2 classifiers on the last backbone stage.
 
 ``deeplabv2_aspp`` — the ASPP classifier of DeepLab-v2 as used by AdaptSegNet, ADVENT, BAFFT and
-DAF (spec bafft_daf_ida.md §A.4, §B.4): four parallel 3×3 convs C → num_classes with dilation =
+DAF (docs/methods.md A.4, §B.4): four parallel 3×3 convs C → num_classes with dilation =
 padding = 6, 12, 18, 24, with bias, weights N(0, 0.01); their outputs are **summed**. There is no
 dropout and no embedding: ``embed`` returns the last-stage features themselves (BAFFT's
 prototypes use them).
@@ -12,7 +12,7 @@ branches still exist, so checkpoints keep their shape, but they are frozen (``re
 off): they never influence the output, and frozen they neither enter the optimizer nor trip DDP's
 unused-parameter check. Default: off — all four, as ADVENT/DAF.
 
-``proda_aspp`` — ProDA's ``Classifier_Module2`` used by DiGA (spec diga.md §4.1), for awareness
+``proda_aspp`` — ProDA's ``Classifier_Module2`` used by DiGA (docs/methods.md G4.1), for awareness
 and DiGA presets: five branches (a 1×1 conv and 3×3 convs with dilation 6/12/18/24) of 256
 channels, each conv (with bias) → GroupNorm(32) → ReLU; concatenated (1280), squeeze-and-excitation
 (reduction 16), 3×3 conv to 256 (zero bias) → GroupNorm, no ReLU; Dropout2d(0.1) — that 256-d map
