@@ -240,17 +240,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="udaseg", formatter_class=_formatter,
-        description="Unsupervised domain adaptation for semantic segmentation.",
-        epilog="examples:\n  udaseg demo --out runs/demo\n  udaseg data minicity --out data/minicity --scale small",
-    )
-    from udaseg import __version__
+def _add_trust_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
+                        "(it can run code from the file: only for files you trust); warns per file")
 
-    parser.add_argument("--version", action="version", version=f"udaseg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+def _add_demo_command(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded MiniCity benchmark (CPU, minutes)",
                        formatter_class=_formatter,
                        epilog="MiniCity, then source-only, DAFormer self-training from it and the equal-budget\n"
@@ -263,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the oracle (the target's labels: the upper bound), ~2.5 min more")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train_command(sub) -> None:
     p = sub.add_parser(
         "train", help="train one run, or a multi-stage pipeline (the same command under torchrun runs DDP)",
         formatter_class=_formatter,
@@ -281,12 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: runs/<benchmark>/<method>_<model>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument("--force", action="store_true", help="with --resume: accept a config that differs from the run's")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
-                        "(it can run code from the file: only for files you trust); warns per file")
+    _add_trust_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_convert_command(sub) -> None:
     p = sub.add_parser(
         "convert", help="a checkpoint released with a paper (DAFormer, HRDA, MIC, TigDA, EBDA, DiGA) → a run directory",
         formatter_class=_formatter,
@@ -307,11 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", choices=("student", "teacher", "both"), default="both",
                    help="which networks to convert (default: both where the file holds an EMA teacher)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="read a file holding objects beyond tensors and plain data with the full unpickler "
-                        "(it can run code from the file: only for files you trust); warns")
+    _add_trust_flag(p)
     p.set_defaults(func=cmd_convert)
 
+
+def _add_eval_command(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a run or checkpoint, or score saved prediction PNGs", formatter_class=_formatter,
         epilog="examples:\n"
@@ -342,12 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which network of the checkpoint (default: student)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (eval.json schema)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
-                        "(it can run code from the file: only for files you trust); warns per file")
+    _add_trust_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict_command(sub) -> None:
     p = sub.add_parser(
         "predict", help="segment images, folders or videos; colour, overlay, trainId or labelId PNGs",
         formatter_class=_formatter,
@@ -369,13 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--network", choices=("student", "teacher"), default="student")
     p.add_argument("--video-stride", type=int, default=1, help="every N-th frame of a video (default 1)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
-                        "(it can run code from the file: only for files you trust); warns per file")
+    _add_trust_flag(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_report_command(sub) -> None:
     p = sub.add_parser(
         "report", help="results table (mean ± std over seeds), per-class IoU, pictures", formatter_class=_formatter,
         epilog="example:\n  udaseg report runs/minicity_gta2cs/* --out docs/results/minicity.md")
@@ -386,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", default=None, metavar="FILE", help="Markdown inserted after the introduction")
     p.set_defaults(func=cmd_report)
 
+
+def _add_bench_command(sub) -> None:
     p = sub.add_parser(
         "bench", help="median step time and peak memory per config, and ratios to source-only",
         formatter_class=_formatter,
@@ -405,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_data_command(sub) -> None:
     data = sub.add_parser("data", help="generate MiniCity, prepare and check datasets",
                           formatter_class=_formatter)
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -443,6 +445,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", default=None, help="split(s) to check (default: all present)")
     p.add_argument("--class-map", default=None, help="YAML class map (custom datasets)")
     p.set_defaults(func=cmd_data_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="udaseg", formatter_class=_formatter,
+        description="Unsupervised domain adaptation for semantic segmentation.",
+        epilog="examples:\n  udaseg demo --out runs/demo\n  udaseg data minicity --out data/minicity --scale small",
+    )
+    from udaseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"udaseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo_command(sub)
+    _add_train_command(sub)
+    _add_convert_command(sub)
+    _add_eval_command(sub)
+    _add_predict_command(sub)
+    _add_report_command(sub)
+    _add_bench_command(sub)
+    _add_data_command(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -461,9 +462,86 @@ def train(cfg: DictConfig, run_dir: Path, *, resume: bool = False, force: bool =
         raise
 
 
+@dataclass
+class _Resumed:
+    """Where a run continues: the iteration, the wall time already spent, the best periodic
+    evaluation (``select_on_val``) and the loss sums since the last log row."""
+
+    start_iter: int = 0
+    elapsed: float = 0.0
+    best: dict | None = None
+    log_sums: dict = field(default_factory=lambda: {"sums": {}, "count": 0})
+
+
 def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_args: list[str] | None,
            progress: bool) -> dict:
-    # 1. Set-up.
+    # 1. Set-up, 2. data, 3. method (and its state when resuming).
+    cfg, device, distributed = _set_up(cfg, run_dir, resume, force, cli_args or [])
+    labelled, unlabelled, val_sets = _build_streams(cfg, run_dir)
+    method = _build_method(cfg, run_dir, device)
+    resumed = _restore(method, run_dir, resume, device)
+    if distributed:
+        method.setup_distributed([device.index] if device.type == "cuda" else None,
+                                 find_unused_parameters=cfg.find_unused_parameters)
+
+    # 4. Loop.
+    start_iter, best = resumed.start_iter, resumed.best
+    logger = RunLogger(run_dir, dist.is_main())
+    src_iter = make_loader(labelled, start_iter, cfg, device)
+    tgt_iter = make_loader(unlabelled, start_iter, cfg, device) if unlabelled is not None else None
+    bar = None
+    if progress and dist.is_main():
+        bar = progress_bar(cfg.iters, start_iter, cfg.method.label or cfg.method.name)
+    sums: dict[str, float] = dict(resumed.log_sums["sums"])
+    count, t0 = int(resumed.log_sums["count"]), time.time() - resumed.elapsed
+    for it in range(start_iter, cfg.iters):
+        source = to_device(next(src_iter), device)
+        target, target_label = None, None
+        if tgt_iter is not None:
+            target = to_device(next(tgt_iter), device)
+            target_label = target.pop("label", None)  # never train on target labels
+        method.train()
+        method.set_iteration(it + cfg.schedule.offset)
+        losses = method.train_step(source, target, it)
+        if cfg.diagnostics and target_label is not None:
+            method.observe_target_labels(target_label)  # for the logs only, after the step
+
+        values = {k: float(v) for k, v in losses.items()}
+        _check_finite(values, it, run_dir, device)
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        done = it + 1
+        if bar is not None:
+            bar.update(1)
+            if done % 10 == 0 or done == cfg.iters:
+                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in values.items()})
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            logger.log({"iter": done, "lr": method.lr, **{k: v / count for k, v in sums.items()},
+                        **method.diagnostics_row(), "time": round(time.time() - t0, 3)})
+            sums, count = {}, 0
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.iters:
+            best = _evaluate_periodically(method, cfg, val_sets, device, done, best, logger, run_dir, t0)
+        if done % cfg.checkpoint_every == 0 or done == cfg.iters:
+            states = dist.all_gather_objects(rng_state())
+            if dist.is_main():
+                save_atomic({"iter": done, "elapsed": time.time() - t0, "method": method.checkpoint_state(),
+                             "rng": states, "best": best, "log_sums": {"sums": sums, "count": count},
+                             "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
+            dist.barrier()
+    if bar is not None:
+        bar.close()
+
+    # 5. End: the final network is the result (or, with select_on_val, the best on the first val set).
+    final = _finish(method, cfg, run_dir, val_sets, device, best, logger, t0)
+    logger.close()
+    dist.barrier()
+    return final
+
+
+def _set_up(cfg: DictConfig, run_dir: Path, resume: bool, force: bool, cli_args: list[str]):
+    """Device, process group, threads, the run directory (checked or created) and the seeds:
+    ``(cfg, device, distributed)`` — the config that runs (a resume's own, unless forced)."""
     if cfg.select_on_val and not cfg.eval_every:
         raise ConfigError("select_on_val picks the best of the periodic evaluations: it needs eval_every > 0")
     device = pick_device(cfg.device)
@@ -472,16 +550,19 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         torch.cuda.set_device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = Path(run_dir)
     if dist.is_main():
-        cfg = prepare_run_dir(cfg, run_dir, resume, force, cli_args or [])
+        cfg = prepare_run_dir(cfg, run_dir, resume, force, cli_args)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         for orphan in remove_orphan_temporaries(run_dir / "checkpoints"):  # a write a kill interrupted
             log.info("removed %s, left by an interrupted checkpoint write", orphan)
     cfg = dist.broadcast_object(cfg)
     seed_everything(rank_seed(cfg.seed, dist.rank()), cfg.deterministic)
+    return cfg, device, distributed
 
-    # 2. Data.
+
+def _build_streams(cfg: DictConfig, run_dir: Path):
+    """``(labelled stream, unlabelled target stream or None, [(val spec, dataset)])``; then the
+    run's config.yaml is written (the data exist)."""
     label_space = cfg.benchmark.label_space
     method_cls = get_method_class(cfg.method.name)
     labelled_spec = cfg.benchmark.source if method_cls.labelled_stream == "source" else cfg.benchmark.target
@@ -497,107 +578,83 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
     val_sets = [(spec, build_dataset(spec, cfg.data_root, label_space)) for spec in cfg.benchmark.val]
     if dist.is_main():
         (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+    return labelled, unlabelled, val_sets
 
-    # 3. Method (and its state when resuming).
+
+def _build_method(cfg: DictConfig, run_dir: Path, device: torch.device):
+    """The method on ``device`` (its networks, optimisers, the inputs it reads); env.json names
+    the pretrained weights file."""
     ctx = MethodContext(model_cfg=cfg.model, schedule=cfg.schedule, iters=cfg.schedule.horizon or cfg.iters,
-                        label_space=get_label_space(label_space), device=device, precision=cfg.precision,
+                        label_space=get_label_space(cfg.benchmark.label_space), device=device,
+                        precision=cfg.precision,
                         inputs={name: load_input(spec, f"inputs.{name}") for name, spec in cfg.inputs.items()})
     method = create_method(cfg.method, ctx).to(device)
     if dist.is_main():
         env = environment(cfg, device)
         env["pretrained_weights"] = getattr(getattr(method, "student", None), "pretrained_weights", None)
         (run_dir / "env.json").write_text(json.dumps(env, indent=2))
-    start_iter, elapsed_before, best = 0, 0.0, None
-    log_sums: dict = {"sums": {}, "count": 0}  # loss sums since the last log row (kept in checkpoints)
+    return method
+
+
+def _restore(method, run_dir: Path, resume: bool, device: torch.device) -> _Resumed:
+    """With ``resume`` and a ``last.pt``: the method's state, the RNG states and where to go on
+    (metrics.jsonl cut back to it); without a checkpoint yet: iteration 0, said so."""
     # Rank 0 decides whether there is a checkpoint; every rank then reads it, so under several
     # nodes the run directory must be on a filesystem they share (a clear error otherwise).
-    if dist.broadcast_object(resume and last_checkpoint(run_dir).exists()):
-        if not last_checkpoint(run_dir).exists():
-            raise UdasegError(f"rank {dist.rank()} cannot see {last_checkpoint(run_dir)}: the run directory must be "
-                              "on a filesystem shared by every node")
-        state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
-        if "converted_from" in state:
-            raise UdasegError(f"{run_dir} holds a converted checkpoint, not a training run to resume; fine-tune "
-                              f"from it with model.init_from={run_dir}")
-        method.load_checkpoint_state(state["method"])
-        start_iter, elapsed_before = state["iter"], state.get("elapsed", 0.0)
-        best = state.get("best")
-        log_sums = state.get("log_sums") or {"sums": {}, "count": 0}
-        rng = state["rng"]
-        if len(rng) != dist.world_size():
-            raise UdasegError(f"{last_checkpoint(run_dir)} was written by a run of {len(rng)} process(es); "
-                              f"resume it with the same number ({dist.world_size()} now)")
-        set_rng_state(rng[dist.rank()])
+    if not dist.broadcast_object(resume and last_checkpoint(run_dir).exists()):
+        if resume and dist.is_main():
+            print(f"--resume: {run_dir} has no checkpoint yet; training starts at iteration 0", file=sys.stderr)
+            _truncate_metrics(run_dir / "metrics.jsonl", 0)
+        return _Resumed()
+    if not last_checkpoint(run_dir).exists():
+        raise UdasegError(f"rank {dist.rank()} cannot see {last_checkpoint(run_dir)}: the run directory must be "
+                          "on a filesystem shared by every node")
+    state = load_checkpoint(last_checkpoint(run_dir), map_location=device)
+    if "converted_from" in state:
+        raise UdasegError(f"{run_dir} holds a converted checkpoint, not a training run to resume; fine-tune "
+                          f"from it with model.init_from={run_dir}")
+    method.load_checkpoint_state(state["method"])
+    resumed = _Resumed(state["iter"], state.get("elapsed", 0.0), state.get("best"),
+                       state.get("log_sums") or {"sums": {}, "count": 0})
+    rng = state["rng"]
+    if len(rng) != dist.world_size():
+        raise UdasegError(f"{last_checkpoint(run_dir)} was written by a run of {len(rng)} process(es); "
+                          f"resume it with the same number ({dist.world_size()} now)")
+    set_rng_state(rng[dist.rank()])
+    if dist.is_main():
+        _truncate_metrics(run_dir / "metrics.jsonl", resumed.start_iter)
+    return resumed
+
+
+def _check_finite(values: dict[str, float], it: int, run_dir: Path, device: torch.device) -> None:
+    if not _all_finite(values, device):
+        ckpt = last_checkpoint(run_dir)
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v)) or "on another rank"
+        raise UdasegError(f"non-finite loss at iteration {it}: {bad}; "
+                          f"last checkpoint: {ckpt if ckpt.exists() else 'none yet'}")
+
+
+def _evaluate_periodically(method, cfg: DictConfig, val_sets, device, done: int, best: dict | None, logger,
+                           run_dir: Path, t0: float) -> dict | None:
+    """An evaluation every ``eval_every`` iterations: curves only, unless ``select_on_val``
+    keeps the best network in best.pt. Returns the best evaluation so far."""
+    rows = evaluate_all(method, cfg, val_sets, device, done)
+    for row in rows:
+        logger.log(_eval_log_row(row, time.time() - t0))
+    value = rows[0].get(rows[0]["metric"]) if rows else None
+    if cfg.select_on_val and value is not None and (best is None or value > best["value"]):
+        best = {"iter": done, "value": value, "results": rows}
         if dist.is_main():
-            _truncate_metrics(run_dir / "metrics.jsonl", start_iter)
-    elif resume and dist.is_main():
-        print(f"--resume: {run_dir} has no checkpoint yet; training starts at iteration 0", file=sys.stderr)
-        _truncate_metrics(run_dir / "metrics.jsonl", 0)
-    if distributed:
-        method.setup_distributed([device.index] if device.type == "cuda" else None,
-                                 find_unused_parameters=cfg.find_unused_parameters)
+            save_atomic({"iter": done, "method": method.checkpoint_state(), "selected": best,
+                         "udaseg": udaseg.__version__}, best_checkpoint(run_dir))
+        dist.barrier()
+    return best
 
-    # 4. Loop.
-    logger = RunLogger(run_dir, dist.is_main())
-    src_iter = make_loader(labelled, start_iter, cfg, device)
-    tgt_iter = make_loader(unlabelled, start_iter, cfg, device) if unlabelled is not None else None
-    bar = None
-    if progress and dist.is_main():
-        bar = progress_bar(cfg.iters, start_iter, cfg.method.label or cfg.method.name)
-    sums: dict[str, float] = dict(log_sums["sums"])
-    count, t0 = int(log_sums["count"]), time.time() - elapsed_before
-    for it in range(start_iter, cfg.iters):
-        source = to_device(next(src_iter), device)
-        target, target_label = None, None
-        if tgt_iter is not None:
-            target = to_device(next(tgt_iter), device)
-            target_label = target.pop("label", None)  # never train on target labels
-        method.train()
-        method.set_iteration(it + cfg.schedule.offset)
-        losses = method.train_step(source, target, it)
-        if cfg.diagnostics and target_label is not None:
-            method.observe_target_labels(target_label)  # for the logs only, after the step
 
-        values = {k: float(v) for k, v in losses.items()}
-        if not _all_finite(values, device):
-            ckpt = last_checkpoint(run_dir)
-            bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v)) or "on another rank"
-            raise UdasegError(f"non-finite loss at iteration {it}: {bad}; "
-                              f"last checkpoint: {ckpt if ckpt.exists() else 'none yet'}")
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        done = it + 1
-        if bar is not None:
-            bar.update(1)
-            if done % 10 == 0 or done == cfg.iters:
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in values.items()})
-        if done % cfg.log_every == 0 or done == cfg.iters:
-            logger.log({"iter": done, "lr": method.lr, **{k: v / count for k, v in sums.items()},
-                        **method.diagnostics_row(), "time": round(time.time() - t0, 3)})
-            sums, count = {}, 0
-        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.iters:
-            rows = evaluate_all(method, cfg, val_sets, device, done)  # curves only, unless select_on_val
-            for row in rows:
-                logger.log(_eval_log_row(row, time.time() - t0))
-            value = rows[0].get(rows[0]["metric"]) if rows else None
-            if cfg.select_on_val and value is not None and (best is None or value > best["value"]):
-                best = {"iter": done, "value": value, "results": rows}
-                if dist.is_main():
-                    save_atomic({"iter": done, "method": method.checkpoint_state(), "selected": best,
-                                 "udaseg": udaseg.__version__}, best_checkpoint(run_dir))
-                dist.barrier()
-        if done % cfg.checkpoint_every == 0 or done == cfg.iters:
-            states = dist.all_gather_objects(rng_state())
-            if dist.is_main():
-                save_atomic({"iter": done, "elapsed": time.time() - t0, "method": method.checkpoint_state(),
-                             "rng": states, "best": best, "log_sums": {"sums": sums, "count": count},
-                             "udaseg": udaseg.__version__}, last_checkpoint(run_dir))
-            dist.barrier()
-    if bar is not None:
-        bar.close()
-
-    # 5. End: the final network is the result (or, with select_on_val, the best on the first val set).
+def _finish(method, cfg: DictConfig, run_dir: Path, val_sets, device, best: dict | None, logger,
+            t0: float) -> dict:
+    """The final evaluation, eval.json and the summary: the final network is the result (or, with
+    ``select_on_val``, the best on the first val set, evaluated and summarised instead)."""
     last_rows = results = evaluate_all(method, cfg, val_sets, device, cfg.iters)
     selection = None
     if cfg.select_on_val:
@@ -619,6 +676,4 @@ def _train(cfg: DictConfig, run_dir: Path, *, resume: bool, force: bool, cli_arg
         (run_dir / "eval.json").write_text(json.dumps(final, indent=2))
         if method.eval_network() is not None and results:
             write_run_summary(run_dir, method.eval_network(), val_sets, device)
-    logger.close()
-    dist.barrier()
     return final
