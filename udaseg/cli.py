@@ -486,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     except UdasegError as err:
         print(f"udaseg: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file system refusing a write (read-only, full, permissions): one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"udaseg: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("udaseg: interrupted", file=sys.stderr)
         return 130

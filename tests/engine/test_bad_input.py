@@ -155,3 +155,35 @@ def test_predict_refuses_two_inputs_with_one_output_name(tiny_run, minicity_smal
         assert main(["predict", str(tiny_run), *map(str, inputs), "--out", str(out), "--quiet"]) == 2
         assert "would both be written as" in _one_line_error(capsys)
         assert not out.exists()
+
+
+def test_a_read_only_run_folder_is_one_line(tiny_train_args, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(30, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(["train", *tiny_train_args(iters=1), "--out", str(tmp_path / "ro" / "run"), "--quiet"]) == 2
+    assert "Read-only file system" in _one_line_error(capsys)
+
+
+def test_eval_on_another_root_does_not_blame_data_root(tiny_run, tmp_path, capsys):
+    assert main(["eval", str(tiny_run), "--dataset", "acdc", "--root", str(tmp_path / "no_acdc"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "no_acdc") in err and "data_root" not in err
+
+
+def test_progress_in_a_log_file_is_a_line_per_tenth(capsys):
+    from udaseg.engine.trainer import progress_bar
+
+    bar = progress_bar(100, 0, "run")  # pytest's captured stderr is not a terminal
+    for _ in range(100):
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("run: 100/100 (100%)")
