@@ -4,7 +4,8 @@ Runs are grouped by (benchmark, evaluation set, method label, model); the seeds 
 aggregated as **mean ± sample standard deviation** (ddof = 1; one seed shows "± –" — no spread is
 measured — with its seed count beside it). Where a benchmark has a ``source_only`` and an ``oracle`` group,
 every method also gets the fraction of the source-only → oracle gap it closes:
-(mIoU − source-only) / (oracle − source-only), computed on the group means.
+(mIoU − source-only) / (oracle − source-only), computed on the group means, against the source-only
+and oracle of the same model family (:func:`model_family`; "–" where that family lacks either).
 
 Written: one Markdown file with a summary table per benchmark/evaluation set, a per-class IoU
 table, the provenance of every number (command, seeds, machine, wall time), and pictures beside it
@@ -206,6 +207,20 @@ def _order(groups: list[Group]) -> list[Group]:
     return sorted(groups, key=lambda g: (rank.get(g.label, 50), g.label, g.model))
 
 
+FAMILY_SUFFIXES = ("_hrda", "_daf")
+
+
+def model_family(model: str) -> str:
+    """The model family whose source-only and oracle a row's gap is measured against: the model
+    preset without the wrapper a method adds (HRDA's multi-resolution wrapper, DAF's depth branch),
+    e.g. ``minicity_lite0_hrda`` → ``minicity_lite0``, ``minicity_lite0_deeplab_daf`` →
+    ``minicity_lite0_deeplab``."""
+    for suffix in FAMILY_SUFFIXES:
+        if model.endswith(suffix):
+            return model[: -len(suffix)]
+    return model
+
+
 def _gap_closed(group: Group, low: Group | None, high: Group | None, key: str) -> str:
     if low is None or high is None:
         return "–"
@@ -250,13 +265,12 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
         primary = bench_groups[0].results[0].get("metric") or (keys[0] if keys else "mIoU19")
         keys = sorted(keys, key=lambda k: k != primary)  # the benchmark's headline first
         def references(model: str) -> tuple[Group | None, Group | None]:
-            """Source-only and oracle of ``model`` when both were run, else the benchmark's first pair."""
-            pairs = {}
+            """Source-only and oracle of ``model``'s family (:func:`model_family`); none when that
+            family lacks either — never another family's, whose gap is another quantity."""
+            pair: dict[str, Group] = {}
             for g in bench_groups:  # noqa: B023 (called within this iteration only)
-                if g.label in ("source_only", "oracle"):
-                    pairs.setdefault(g.model, {}).setdefault(g.label, g)
-            pair = pairs.get(model) if len(pairs.get(model, {})) == 2 else next(
-                (p for p in pairs.values() if len(p) == 2), {})
+                if g.label in ("source_only", "oracle") and model_family(g.model) == model_family(model):
+                    pair.setdefault(g.label, g)
             return pair.get("source_only"), pair.get("oracle")
 
         lines += [f"## {bench} — evaluated on {eval_name}", ""]

@@ -127,3 +127,11 @@ def test_prediction_picture_has_column_titles_and_a_class_colour_legend(tiny_run
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_model_family_strips_the_method_wrappers():
+    from udaseg.report import model_family
+
+    assert model_family("minicity_lite0_hrda") == "minicity_lite0"
+    assert model_family("minicity_lite0_deeplab_daf") == "minicity_lite0_deeplab"
+    assert model_family("minicity_lite0_deeplab_proda") == "minicity_lite0_deeplab_proda"
