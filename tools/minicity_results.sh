@@ -125,5 +125,5 @@ reports=()
 for bench in minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy minicity_gta_dg; do
   [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
 done
-udaseg report "${reports[@]}" --out docs/results/minicity.md \
+udaseg report "${reports[@]}" --out docs/results/minicity.md --claims \
   --title "MiniCity results" --notes docs/results/minicity_notes.md

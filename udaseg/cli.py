@@ -222,7 +222,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from udaseg.report import expand_run_dirs, write_report
 
     notes = Path(args.notes).read_text() if args.notes else ""
-    out = write_report(expand_run_dirs(args.run_dirs), Path(args.out), title=args.title, notes=notes)
+    out = write_report(expand_run_dirs(args.run_dirs), Path(args.out), title=args.title, notes=notes,
+                       claims=args.claims)
     print(f"report written to {out}")
     return 0
 
@@ -382,6 +383,9 @@ def _add_report_command(sub) -> None:
     p.add_argument("--out", default="report.md", help="Markdown file to write (pictures go beside it)")
     p.add_argument("--title", default="Results")
     p.add_argument("--notes", default=None, metavar="FILE", help="Markdown inserted after the introduction")
+    p.add_argument("--claims", action="store_true",
+                   help="end with the claims table: each paper's claim on MiniCity, reproduced / within noise / "
+                        "reversed (udaseg.report.CLAIMS)")
     p.set_defaults(func=cmd_report)
 
 

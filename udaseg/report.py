@@ -230,7 +230,91 @@ def _gap_closed(group: Group, low: Group | None, high: Group | None, key: str) -
     return f"{(m - lo) / (hi - lo) * 100:.0f}%"
 
 
-def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes: str = "") -> Path:
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim as a comparison of two report rows on one benchmark: ``better`` (a method
+    label) beats ``than`` on the benchmark's headline metric. ``same_family``: ``than`` is taken
+    from ``better``'s model family (a source-only control), not any model."""
+
+    text: str
+    benchmark: str
+    better: str
+    than: str
+    same_family: bool = False
+
+
+# The papers' claims on the MiniCity benchmarks, by the labels tools/minicity_results.sh gives the
+# runs (a pipeline's stages are labelled by stage: bafft_step2, daf+isl+ida, diga_warmup, diga_round2).
+CLAIMS = (
+    Claim("DAFormer > the augmentation control", "minicity_gta2cs", "daformer", "source_only+aug"),
+    Claim("HRDA > DAFormer", "minicity_gta2cs", "hrda", "daformer"),
+    Claim("MIC > DAFormer", "minicity_gta2cs", "daformer+mic", "daformer"),
+    Claim("MIC > HRDA", "minicity_gta2cs", "hrda+mic", "hrda"),
+    Claim("TigDA > DAFormer (GTA)", "minicity_gta2cs", "daformer+tigda", "daformer"),
+    Claim("TigDA > DAFormer (SYNTHIA)", "minicity_synthia2cs", "daformer+tigda", "daformer"),
+    Claim("EBDA > DAFormer (ACDC)", "minicity_cs2acdc", "daformer+ebda", "daformer"),
+    Claim("EBDA > DAFormer (Foggy)", "minicity_cs2foggy", "daformer+ebda", "daformer"),
+    Claim("ADVENT > source-only", "minicity_gta2cs", "advent", "source_only", same_family=True),
+    Claim("BAFFT > ADVENT", "minicity_gta2cs", "bafft_step2", "advent"),
+    Claim("DAF > ADVENT", "minicity_synthia2cs", "daf", "advent"),
+    Claim("DAF + ISL + IDA > DAF", "minicity_synthia2cs", "daf+isl+ida", "daf"),
+    Claim("DiGA warm-up > source-only", "minicity_gta2cs", "diga_warmup", "source_only", same_family=True),
+    Claim("DiGA > DAFormer", "minicity_gta2cs", "diga_round2", "daformer"),
+)
+
+
+def claim_verdict(better: Group, than: Group, key: str) -> tuple[str, str]:
+    """(difference in points, verdict): "reproduced" when ``better`` is ahead by more than one
+    standard deviation (the larger of the two rows'), "reversed" when behind by more, "within
+    noise" otherwise; with a single seed on either side no spread is measured: "one seed"."""
+    a, b = better.mean(key), than.mean(key)
+    if a is None or b is None:
+        return "–", "no score"
+    diff = (a - b) * 100
+    stds = [better.std(key), than.std(key)]
+    if any(sd is None for sd in stds):
+        return f"{diff:+.1f}", "one seed: no spread measured"
+    spread = max(sd for sd in stds if sd is not None) * 100
+    if diff > spread:
+        return f"{diff:+.1f}", f"reproduced (> 1 std, {spread:.1f})"
+    if diff < -spread:
+        return f"{diff:+.1f}", f"reversed (< −1 std, {spread:.1f})"
+    return f"{diff:+.1f}", f"within noise (std {spread:.1f})"
+
+
+def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS) -> list[str]:
+    """The claims section: each claim with the two rows' means, the difference and the verdict,
+    on the benchmark's headline evaluation set and metric; a claim whose rows were not run says so."""
+    lines = ["## Claims", "",
+             "Each paper's claim, answered by the rows above (headline metric of the benchmark's first "
+             "evaluation set; verdict against one standard deviation over seeds).", "",
+             "| claim | benchmark | rows | means | difference (points) | MiniCity's answer |",
+             "|---|---|---|---|---|---|"]
+    for claim in claims:
+        candidates = [g for g in groups if g.benchmark == claim.benchmark]
+        first_set = candidates[0].eval_name if candidates else None
+        candidates = [g for g in candidates if g.eval_name == first_set]
+        better = next((g for g in candidates if g.label == claim.better), None)
+        than = None
+        if better is not None:
+            others = [g for g in candidates if g.label == claim.than]
+            if claim.same_family:
+                others = [g for g in others if model_family(g.model) == model_family(better.model)]
+            than = next(iter(others), None)
+        rows = f"{claim.better} vs {claim.than}"
+        if better is None or than is None:
+            missing = claim.better if better is None else claim.than
+            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | not run yet ({missing}) |")
+            continue
+        key = better.results[0].get("metric") or "mIoU19"
+        diff, verdict = claim_verdict(better, than, key)
+        means = f"{_fmt(better.mean(key), better.std(key))} vs {_fmt(than.mean(key), than.std(key))}"
+        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {diff} | {verdict} |")
+    return lines + [""]
+
+
+def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes: str = "",
+                 claims: bool = False) -> Path:
     runs = [load_run(p) for p in run_dirs]
     if not runs:
         raise UdasegError("no run directories given")
@@ -329,6 +413,8 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
             lines.append(f"- {g.label} / {g.model}: {seeds}; {where}{took}")
         lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if claims:
+        lines += claims_table(groups)
     out.write_text("\n".join(lines))
     return out
 

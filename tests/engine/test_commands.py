@@ -312,3 +312,39 @@ def test_report_tables_mean_entropy_on_correct_and_wrong_pixels(tiny_run, tmp_pa
     assert row[1] == f"{(0.75 + 5 / 6) / 2:.3f} ± {np.std([0.75, 5 / 6], ddof=1):.3f}"
     assert row[2] == "0.375 ± 0.000"  # correct: (3·0.25 + 0.75) / 4 in both
     assert row[3] == f"{(1.5 + 1.75) / 2:.3f} ± {np.std([1.5, 1.75], ddof=1):.3f}"
+
+
+def test_claims_table_verdicts(tiny_run, tmp_path):
+    from udaseg.report import Claim, claim_verdict, claims_table, group_runs, load_run, write_report
+
+    def fake(name, label, seed, miou):
+        run = tmp_path / name
+        shutil.copytree(tiny_run, run)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["method"]["label"], cfg["seed"] = label, seed
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["mIoU19"] = miou
+        evaluation["all"] = [{**evaluation["all"][0], "mIoU19": miou}]
+        (run / "eval.json").write_text(json.dumps(evaluation))
+        return run
+
+    runs = [fake(f"d{s}", "daformer", s, v) for s, v in enumerate((0.30, 0.32, 0.34))]  # 32 ± 2
+    runs += [fake(f"a{s}", "source_only+aug", s, v) for s, v in enumerate((0.25, 0.26, 0.27))]  # 26 ± 1
+    runs += [fake(f"h{s}", "hrda", s, v) for s, v in enumerate((0.31, 0.33, 0.35))]  # 33 ± 2
+    runs += [fake("m0", "daformer+mic", 0, 0.40)]
+    groups = group_runs([load_run(r) for r in runs])
+    by_label = {g.label: g for g in groups}
+    assert claim_verdict(by_label["daformer"], by_label["source_only+aug"], "mIoU19") == \
+        ("+6.0", "reproduced (> 1 std, 2.0)")
+    assert claim_verdict(by_label["hrda"], by_label["daformer"], "mIoU19")[1] == "within noise (std 2.0)"
+    assert claim_verdict(by_label["source_only+aug"], by_label["daformer"], "mIoU19")[1].startswith("reversed")
+    assert claim_verdict(by_label["daformer+mic"], by_label["daformer"], "mIoU19") == \
+        ("+8.0", "one seed: no spread measured")
+    bench = groups[0].benchmark
+    lines = claims_table(groups, (Claim("X > Y", bench, "daformer", "source_only+aug"),
+                                  Claim("Z > Y", bench, "bafft_step2", "advent")))
+    assert any("| X > Y |" in line and "reproduced" in line for line in lines)
+    assert any("not run yet (bafft_step2)" in line for line in lines)
+    text = write_report(runs, tmp_path / "r.md", claims=True).read_text()
+    assert "## Claims" in text and "| DAFormer > the augmentation control | minicity_gta2cs |" in text
