@@ -22,6 +22,7 @@ for the layer order and tests/test_layers.py for its check.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -44,9 +45,12 @@ class Registry:
         self._entries[name] = obj
         return obj
 
-    def register(self, name: str) -> Callable[[F], F]:
-        """Decorator: ``@REGISTRY.register("name")`` on a function or class; returns it unchanged."""
+    def register(self, name: str, *, name_attribute: str | None = None) -> Callable[[F], F]:
+        """Decorator: ``@REGISTRY.register("name")`` on a function or class; returns it unchanged
+        (with ``name_attribute``, a class also learns its registered name under that attribute)."""
         def decorator(obj: F) -> F:
+            if name_attribute is not None:
+                setattr(obj, name_attribute, name)
             return self.add(name, obj)
 
         return decorator
@@ -63,7 +67,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            raise self.error(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}") from None
+            close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.error(f"unknown {self.kind} {name!r}{hint}; registered: {', '.join(self.names())}") from None
 
     def build(self, name: str, **options: Any) -> Any:
         return self.get(name)(**options)

@@ -29,13 +29,7 @@ T = TypeVar("T", bound=type)
 
 def register_dataset(name: str) -> Callable[[T], T]:
     """Class decorator: register a :class:`~udaseg.data.base.SegDataset` subclass under ``name``."""
-
-    def decorate(cls: T) -> T:
-        DATASETS.add(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    return DATASETS.register(name, name_attribute="name")
 
 
 def list_datasets() -> list[str]:

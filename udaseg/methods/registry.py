@@ -24,12 +24,7 @@ T = TypeVar("T", bound=type)
 def register_method(name: str) -> Callable[[T], T]:
     """Class decorator: register a :class:`~udaseg.methods.base.Method` subclass under ``name``
     (also its ``method_name``)."""
-    def deco(cls: T) -> T:
-        METHODS.add(name, cls)
-        cls.method_name = name
-        return cls
-
-    return deco
+    return METHODS.register(name, name_attribute="method_name")
 
 
 def list_methods() -> list[str]:
