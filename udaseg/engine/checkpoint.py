@@ -83,11 +83,11 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
     the file the weights came from (commands print it)."""
     weights, cfg_path, ckpt_path = network_weights(source, network)
     cfg = config_lib.load_resolved(cfg_path)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
     model_cfg["pretrained"] = model_cfg["init_from"] = None  # the checkpoint holds every weight
     model = create_model(model_cfg, num_classes=get_label_space(cfg.benchmark.label_space).num_classes)
     load_state_dict_strict(model, weights, source=f"{ckpt_path} [{network}.*]")
-    model.checkpoint_path = ckpt_path
+    model.checkpoint_path = ckpt_path  # type: ignore[assignment]  # a plain attribute, not a submodule
     return model.to(device).eval(), cfg
 
 

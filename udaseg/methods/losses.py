@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -9,7 +11,7 @@ from udaseg.data.catalog import IGNORE_INDEX
 from udaseg.models.hrda import crop_box
 
 
-def upsample_to(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+def upsample_to(logits: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
     """Bilinear resize of logits to ``size`` (by default align_corners=False, as mmseg's resize); a
     no-op when the size already matches."""
     if tuple(logits.shape[-2:]) == tuple(size):

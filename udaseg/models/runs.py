@@ -52,9 +52,9 @@ def locate_run(source: str | os.PathLike) -> tuple[Path, Path]:
         return cfg, ckpt
     if not source.is_file():
         raise UdasegError(f"{source}: no such run directory or checkpoint file")
-    cfg = run_config_of(source)
-    if cfg is not None:
-        return cfg, source
+    beside = run_config_of(source)
+    if beside is not None:
+        return beside, source
     raise UdasegError(f"{source}: no config.yaml beside it or in its run directory; the model is built "
                       "from the run's config (keep the checkpoint inside its run directory). A checkpoint "
                       "released with a paper: udaseg convert FILE --model PRESET --benchmark NAME --out RUN")

@@ -71,6 +71,7 @@ def build_optimizer(param_groups: Iterable[dict], schedule, iters: int, *, lr: f
     base = schedule.lr if lr is None else lr
     for group in groups:
         group.setdefault("lr", base)
+    opt: torch.optim.Optimizer
     if schedule.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=base, betas=tuple(schedule.betas), weight_decay=schedule.weight_decay)
     elif schedule.optimizer == "sgd":

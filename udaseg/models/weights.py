@@ -94,9 +94,9 @@ def _numpy_data_globals() -> list:
     before numpy 2, ``numpy._core`` since): they rebuild numbers and arrays, never call code."""
     import numpy as np
 
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-    reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
-    allowed = [np.dtype, np.ndarray]
+    core: Any = np._core if hasattr(np, "_core") else np.core
+    scalar, reconstruct = core.multiarray.scalar, core.multiarray._reconstruct
+    allowed: list[Any] = [np.dtype, np.ndarray]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed += [(scalar, f"{module}.scalar"), (reconstruct, f"{module}._reconstruct")]
     allowed += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
