@@ -176,3 +176,14 @@ def test_fixed_attention_builds_no_attention_head():
     fused, hr, box, _ = model.forward_train(x, box=(0, 32, 0, 32))
     lr_logits, attention, _ = model._context(x)
     assert torch.all(attention == 0.5) and torch.isfinite(fused).all()
+
+
+def test_single_channel_attention_is_broadcast_over_the_classes():
+    """HRDA's attention_classwise=False ablation: one attention map for every class."""
+    model = create_model({**TINY, "hrda": {"hr_crop_size": [32, 32], "attention_classwise": False}},
+                         num_classes=19).eval()
+    assert model.attention_head.classifier.out_channels == 1
+    x = torch.rand(1, 3, 64, 64)
+    fused, *_ = model.forward_train(x, box=(0, 32, 0, 32))
+    lr_logits, attention, _ = model._context(x)
+    assert attention.shape[1] == 1 and fused.shape[1] == 19 and torch.isfinite(fused).all()

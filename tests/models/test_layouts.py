@@ -219,6 +219,17 @@ def test_hrda_and_mic_checkpoint(network):
     assert_same_logits(MIT_HRDA, student if network == "student" else teacher, state)
 
 
+def test_hrda_checkpoint_with_single_channel_attention():
+    """HRDA's attention_classwise=False ablation: scale_attention's conv_seg has one output."""
+    cfg = {**MIT_HRDA, "hrda": {**MIT_HRDA["hrda"], "attention_classwise": False}}
+    student = randomised_model(cfg, 1)
+    assert student.state_dict()["attention_head.classifier.weight"].shape[0] == 1
+    ckpt = dacs_checkpoint(hrda_keys(student.state_dict()), hrda_keys(randomised_model(cfg, 2).state_dict()))
+    state, layout = convert_reference(ckpt, student)
+    assert layout == "hrda"
+    assert_same_logits(cfg, student, state)
+
+
 @pytest.mark.parametrize("network", ["student", "teacher"])
 def test_tigda_checkpoint_drops_the_cmf_head_and_text_tower(network):
     student, teacher = randomised_model(MIT_DAFORMER, 1), randomised_model(MIT_DAFORMER, 2)

@@ -213,16 +213,20 @@ def crop_box(t: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
 def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASegmentor:
     """``model.hrda`` options: hr_crop_size (512²), context_scale (0.5), crop_divisible (8),
     hr_slide_stride (256²), test_window (1024²), test_stride (512²), test_merge ("input"; see the
-    module docstring), attention_embed_dim (256), fixed_attention (null)."""
+    module docstring), attention_embed_dim (256), attention_classwise (true; false: one attention
+    map for every class, HRDA's ablation), fixed_attention (null)."""
     from udaseg.models.heads.daformer import DAFormerHead
 
     options = dict(options)
     embed = int(options.pop("attention_embed_dim", 256))
+    # HRDA's attention is class-wise (one map per class); its ablation with one map shared by all
+    # classes (attention_classwise: false) broadcasts a single channel over the classes.
+    attention_maps = num_classes if options.pop("attention_classwise", True) else 1
     # A fixed attention (HRDA's "fixedatt" ablation) learns no attention head, as in the reference,
     # so that its checkpoints load strictly.
     head = None if options.get("fixed_attention") is not None else DAFormerHead(
-        base.backbone.channels, base.backbone.strides, num_classes, embed_dim=embed, fusion="conv1x1", dropout=0.1,
-        align_corners=base.align_corners)
+        base.backbone.channels, base.backbone.strides, attention_maps, embed_dim=embed, fusion="conv1x1",
+        dropout=0.1, align_corners=base.align_corners)
     allowed = {"hr_crop_size", "context_scale", "crop_divisible", "hr_slide_stride", "fixed_attention", "test_window",
                "test_stride", "test_merge"}
     unknown = sorted(set(options) - allowed)
@@ -230,5 +234,5 @@ def build_hrda(base: EncoderDecoder, num_classes: int, options: dict) -> HRDASeg
         from udaseg.errors import ConfigError
 
         raise ConfigError(f"model.hrda: unknown key(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(sorted(allowed | {'attention_embed_dim'}))}")
+                          f"{', '.join(sorted(allowed | {'attention_embed_dim', 'attention_classwise'}))}")
     return HRDASegmentor(base, head, **options)
