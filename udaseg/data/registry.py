@@ -14,10 +14,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from udaseg.errors import ConfigError
 from udaseg.registry import Registry
+
+if TYPE_CHECKING:
+    from udaseg.data.base import SegDataset
 
 # The family modules register themselves on import; the registry imports them on first lookup.
 DATASETS = Registry("dataset", error=ConfigError,
@@ -36,7 +39,7 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def get_dataset_class(name: str) -> type:
+def get_dataset_class(name: str) -> type[SegDataset]:
     return DATASETS.get(name)
 
 

@@ -9,9 +9,12 @@ which keeps ``import udaseg`` light. A new method module is added here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from udaseg.registry import Registry
+
+if TYPE_CHECKING:
+    from udaseg.methods.base import Method
 
 METHOD_MODULES = ("udaseg.methods.source_only", "udaseg.methods.daformer", "udaseg.methods.advent",
                   "udaseg.methods.bafft", "udaseg.methods.daf_ida", "udaseg.methods.diga")
@@ -31,7 +34,7 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-def get_method_class(name: str) -> type:
+def get_method_class(name: str) -> type[Method]:
     return METHODS.get(name)
 
 

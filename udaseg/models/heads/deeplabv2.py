@@ -22,6 +22,8 @@ starts N(0, 0.01), as the reference's generic DeepLab init loop leaves them.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ class DeepLabV2ASPPHead(DecodeHead):
         self.conv2d_list = nn.ModuleList(
             nn.Conv2d(cin, num_classes, 3, padding=d, dilation=d, bias=True) for d in dilations)
         for conv in self.conv2d_list:
-            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.normal_(cast(nn.Conv2d, conv).weight, 0.0, 0.01)
         self.active_branches = 2 if two_branch_quirk else len(self.conv2d_list)
         for conv in self.conv2d_list[self.active_branches:]:
             conv.requires_grad_(False)
@@ -91,7 +93,7 @@ class ProDAHead(DecodeHead):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-        nn.init.zeros_(self.bottleneck[0].bias)
+        nn.init.zeros_(cast(torch.Tensor, self.bottleneck[0].bias))  # the conv has a bias
         self.output_stride = self.in_strides[in_index]
         self.embed_channels = channels
 
