@@ -29,6 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from udaseg.errors import ConfigError
+from udaseg.registry import did_you_mean
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = ("benchmark", "method", "model", "schedule")
@@ -224,14 +225,6 @@ def group_file(group: str, name: str) -> Path:
         raise ConfigError(f"unknown {group} {name!r}{did_you_mean(name, available(group))}; "
                           f"available: {', '.join(available(group)) or 'none'}")
     return path
-
-
-def did_you_mean(word: str, candidates) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or ``""``."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _group_data(group: str, name: str) -> tuple[str, dict]:

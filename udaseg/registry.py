@@ -30,6 +30,12 @@ from typing import Any, TypeVar
 F = TypeVar("F")
 
 
+def did_you_mean(word: str, candidates: Iterable[Any]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or ``""`` (unknown names and keys)."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class Registry:
     def __init__(self, kind: str, *, modules: Iterable[str] = (), error: type[Exception] = KeyError):
         self.kind = kind
@@ -67,9 +73,8 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.error(f"unknown {self.kind} {name!r}{hint}; registered: {', '.join(self.names())}") from None
+            raise self.error(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                             f"registered: {', '.join(self.names())}") from None
 
     def build(self, name: str, **options: Any) -> Any:
         return self.get(name)(**options)

@@ -24,7 +24,7 @@ function the file names. :func:`read_torch_file` — the one place udaseg reads 
 constructors (scalars, dtypes, arrays — the only classes the ``meta`` of released mmcv/mmseg
 checkpoints carries besides strings). Anything else is refused with a one-line error naming the
 file and the offending global. The full unpickler runs only under the explicit opt-in
-:func:`trust_checkpoints` (``--trust-checkpoint`` on the command line, ``trust_checkpoint=true``
+:func:`checkpoint_trust` (``--trust-checkpoint`` on the command line, ``trust_checkpoint=true``
 in a training config), and then with a warning naming the file.
 """
 
@@ -68,19 +68,14 @@ def _listing(keys: list[str]) -> str:
 _TRUST = {"full_pickle": False}
 
 
-def trust_checkpoints(enabled: bool = True) -> None:
-    """The opt-in that lets :func:`read_torch_file` fall back to the full unpickler (which can run
+@contextmanager
+def checkpoint_trust(enabled: bool):
+    """The opt-in, for the duration of a block (switched on when ``enabled`` or already on, then
+    restored), that lets :func:`read_torch_file` fall back to the full unpickler (which can run
     code from the file) for files that hold objects beyond tensors, containers and numpy data
     (e.g. a training script's options object pickled beside the weights). Off by default; every
     such read warns, naming the file. (udaseg's own checkpoints never need it: even those before
     0.1.0, whose numpy RNG state is numpy data.)"""
-    _TRUST["full_pickle"] = bool(enabled)
-
-
-@contextmanager
-def checkpoint_trust(enabled: bool):
-    """:func:`trust_checkpoints` for the duration of a block (switched on when ``enabled`` or
-    already on), then restored."""
     before = _TRUST["full_pickle"]
     _TRUST["full_pickle"] = before or bool(enabled)
     try:
@@ -118,7 +113,7 @@ def _unpickler_complaint(err: Exception) -> tuple[str | None, str]:
 def read_torch_file(path: str | os.PathLike, *, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
     """``torch.load`` that never runs code from the file (see the module docstring): a file that
     needs more than tensors, containers and numpy data is refused with a one-line
-    :class:`~udaseg.errors.UdasegError` — unless :func:`trust_checkpoints` was switched on."""
+    :class:`~udaseg.errors.UdasegError` — unless :func:`checkpoint_trust` is on."""
     path = Path(path)
     if not path.is_file():
         raise UdasegError(f"{what} not found: {path}")
