@@ -14,6 +14,9 @@
 # Every run uses THREADS torch threads (default 1, so that two jobs can share 2 cores and every row
 # that is compared shares the thread count). COMMIT=1 commits each record as it finishes, in the
 # repository that holds RECORDS (so the runs can use a fixed clone while RECORDS is the main one's).
+# Several copies of the script may run at once on one RUNS folder (e.g. two one-thread workers on
+# 2 cores): each run is claimed with a lock file ($RUNS/<benchmark>/<run>_s<seed>.lock, flock), so
+# the copies share the queue; a killed copy's claims are released with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/env.sh
@@ -21,10 +24,14 @@ DATA="${1:-data/minicity}"
 RUNS="${2:-runs/results}"
 SEEDS="${SEEDS:-0 1 2}"
 THREADS="${THREADS:-1}"
-udaseg data minicity --out "$DATA" --quiet
-udaseg data prepare gta5 "$DATA/gta" >/dev/null       # rare class sampling statistics
-udaseg data prepare cityscapes "$DATA/cityscapes" >/dev/null
-udaseg data prepare synthia "$DATA/synthia" >/dev/null
+mkdir -p "$RUNS"
+(
+  flock 9  # one copy generates and prepares the data; the others wait for it
+  udaseg data minicity --out "$DATA" --quiet
+  udaseg data prepare gta5 "$DATA/gta" >/dev/null       # rare class sampling statistics
+  udaseg data prepare cityscapes "$DATA/cityscapes" >/dev/null
+  udaseg data prepare synthia "$DATA/synthia" >/dev/null
+) 9>"$RUNS/.data.lock"
 
 GTA_MARGINS='benchmark.target.pseudo_margins=[8,60,8,8]'  # HRDA's v2 crop on Cityscapes targets
 # run name | label in the report | benchmarks | config arguments
@@ -82,6 +89,10 @@ run_recipe() {  # name label benches args
       out="$RUNS/$bench/${name}_s$seed"
       record="$RECORDS/$bench/${name}_s$seed"
       [[ -f "$record/eval.json" ]] && continue
+      mkdir -p "$RUNS/$bench"
+      exec 8>"$out.lock"
+      flock -n 8 || continue  # another copy of the script has this run
+      [[ -f "$record/eval.json" ]] && { exec 8>&-; continue; }  # it finished while we looked
       if [[ ! -f "$out/eval.json" ]]; then
         if [[ -d "$out/checkpoints" ]]; then
           udaseg train --resume --out "$out" --quiet
@@ -112,6 +123,7 @@ run_recipe() {  # name label benches args
           sleep 5
         done
       fi
+      exec 8>&-
     done
   done
 }
