@@ -63,3 +63,46 @@ def test_paper_protocols_of_the_deeplab_line_resize_val_images_as_pil_bicubic():
     with pytest.raises(ConfigError, match=r"benchmark.val\[0\].interpolation"):
         config_lib.compose(["benchmark=gta2cs", "method=source_only", "model=minicity_cnn", "schedule=minicity",
                             "benchmark.val=[{dataset: cityscapes, root: cityscapes, interpolation: area}]"])
+
+
+def _results_recipes() -> list[tuple[str, str, str]]:
+    """(run name, benchmark, config arguments) of every run that tools/minicity_results.sh makes."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    script = (Path(__file__).parents[1] / "tools" / "minicity_results.sh").read_text()
+    variables = dict(re.findall(r"^(\w+)='([^']*)'", script, flags=re.M))
+    body = script.split("RECIPES=(", 1)[1].split("\n)", 1)[0]
+    recipes = []
+    for line in body.splitlines():
+        line = line.strip()
+        if not line.startswith('"'):
+            continue
+        name, _label, benches, args = shlex.split(line)[0].split("|")
+        args = re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], args)
+        recipes += [(name, bench, args) for bench in benches.split()]
+    return recipes
+
+
+RESULTS_RECIPES = _results_recipes()
+
+
+def test_the_results_script_lists_its_runs():
+    assert len(RESULTS_RECIPES) >= 40
+    assert ("hrda", "minicity_gta2cs", "minicity_rcs minicity_hrda benchmark.target.pseudo_margins=[8,60,8,8]") \
+        in RESULTS_RECIPES
+
+
+@pytest.mark.parametrize("name,bench,args", RESULTS_RECIPES, ids=[f"{b}:{n}" for n, b, _ in RESULTS_RECIPES])
+def test_every_run_of_the_results_script_composes(name, bench, args, tmp_path):
+    """Each run of the results campaign is composed exactly as the script starts it (a run that cannot
+    start would stop the campaign hours in): on the ImageNet preset, on its benchmark."""
+    cfg = config_lib.compose(["minicity_cpu", *args.split(), f"benchmark={bench}", "seed=0", "threads=1"])
+    config_lib.validate(cfg)
+    assert cfg.benchmark.name == bench
+    assert cfg.model.pretrained == "imagenet"
+    if cfg.get("stages"):  # a pipeline: every stage composes too
+        from udaseg.engine.pipeline import plan
+
+        assert len(plan(cfg, tmp_path / "run")) >= 2
