@@ -254,6 +254,7 @@ class TrainPipeline:
             return out
         h, w = out["img"].shape[:2]
         size = (int(h * rng.uniform(*self.size_jitter)), int(w * rng.uniform(*self.size_jitter)))
+        assert self.crop_size is not None  # __post_init__: size_jitter needs crop_size
         if size[0] < self.crop_size[0] or size[1] < self.crop_size[1]:
             size = self.crop_size
         return resize_sample(out, size, self.interpolation)

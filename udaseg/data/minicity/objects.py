@@ -277,7 +277,7 @@ def add_traffic_light(b: SceneBuilder, x: float, z: float, y0: float, towards_ro
     pole_w = rng.uniform(0.14, 0.2)
     add_pole(b, x, z, y0, height, pole_w, pole)
     heading = LIGHT_FACING[facing]
-    heads = []  # (x, top, lamps); a second head hangs below the first
+    heads: list[tuple[float, float | None, int]] = []  # (x, top, lamps); a second head hangs below the first
     if overhead:
         arm = rng.uniform(3.0, 6.0)
         x_end = x + towards_road * arm
@@ -292,12 +292,13 @@ def add_traffic_light(b: SceneBuilder, x: float, z: float, y0: float, towards_ro
             heads.append((x, None, 2 if rng.random() < 0.6 else 3))
     half_pole = pole_w / 2
     twin = facing != "right" and facing != "left" and rng.random() < 0.4  # e.g. a turn arrow beside the main head
-    bottom = None
+    bottom: float | None = None
     for k, (hx, top, lamps) in enumerate(heads):
         w = rng.uniform(0.32, 0.44) if lamps == 3 else rng.uniform(0.3, 0.36)
         hh, d = w * (2.8 if lamps == 3 else 1.9), rng.uniform(0.25, 0.32)
         board = rng.uniform(0.1, 0.16) if (lamps == 3 and rng.random() < 0.8) else 0.0
         if top is None:  # right under the head above, not lower than 1.6 m
+            assert bottom is not None  # only a second head hangs below another
             top = bottom - board - 0.03
             if top - hh - board < y0 + 1.6:
                 continue

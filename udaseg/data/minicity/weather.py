@@ -54,7 +54,7 @@ def rain_streaks(height: int, width: int, alpha: float, dropsize: float, pattern
     scale = width / 512
     angle = math.radians(rng.uniform(-25, 25))
     length = max(3, int(round((14 + 2200 * dropsize) * scale * rng.uniform(0.8, 1.2))))
-    drops = (rng.random((height, width)) < alpha * 0.6).astype(np.float32)
+    drops: np.ndarray = (rng.random((height, width)) < alpha * 0.6).astype(np.float32)
     drops *= rng.uniform(0.4, 1.0, (height, width)).astype(np.float32)
     if dropsize >= 0.005:  # large drops: thicker streaks
         drops = cv2.dilate(drops, np.ones((1, 2), np.uint8))
@@ -63,7 +63,7 @@ def rain_streaks(height: int, width: int, alpha: float, dropsize: float, pattern
     dx, dy = math.sin(angle) * c, math.cos(angle) * c
     cv2.line(kernel, (int(round(c - dx)), int(round(c - dy))), (int(round(c + dx)), int(round(c + dy))), 1.0, 1)
     kernel /= max(kernel.sum(), 1)
-    streaks = cv2.filter2D(drops, -1, kernel, borderType=cv2.BORDER_REFLECT) * length * 0.35
+    streaks: np.ndarray = cv2.filter2D(drops, -1, kernel, borderType=cv2.BORDER_REFLECT) * length * 0.35
     streaks = cv2.GaussianBlur(streaks, (0, 0), 0.5 * scale + 30 * dropsize * scale)
     return np.clip(streaks * (0.6 + 20 * alpha), 0, 0.85).astype(np.float32)
 
@@ -101,7 +101,7 @@ def lens_drops(image: np.ndarray, rng: np.random.Generator, count: int) -> np.nd
     """Out-of-focus raindrops on the windscreen: blurred, slightly brightened discs."""
     height, width = image.shape[:2]
     blurred = cv2.GaussianBlur(image, (0, 0), 3.0 * width / 512)
-    mask = np.zeros((height, width), np.float32)
+    mask: np.ndarray = np.zeros((height, width), np.float32)
     for _ in range(count):
         r = int(rng.uniform(4, 14) * width / 512)
         cv2.circle(mask, (int(rng.integers(0, width)), int(rng.integers(0, height))), r, 1.0, -1)
