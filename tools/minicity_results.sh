@@ -24,6 +24,19 @@ DATA="${1:-data/minicity}"
 RUNS="${2:-runs/results}"
 SEEDS="${SEEDS:-0 1 2}"
 THREADS="${THREADS:-1}"
+RECORDS="$(realpath -m "${RECORDS:-docs/results/runs}")"
+write_report() {
+  local reports=() bench
+  for bench in minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy minicity_gta_dg; do
+    [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
+  done
+  udaseg report "${reports[@]}" --out "${REPORT:-docs/results/minicity.md}" --claims \
+    --title "MiniCity results" --notes docs/results/minicity_notes.md
+}
+if [[ "${REPORT_ONLY:-0}" == 1 ]]; then
+  write_report
+  exit 0
+fi
 mkdir -p "$RUNS"
 (
   flock 9  # one copy generates and prepares the data; the others wait for it
@@ -80,7 +93,6 @@ RECIPES=(
   "dg_source_only|source_only|minicity_gta_dg|minicity_diga_dg method=source_only"
   "diga_semisup|diga_semisup|minicity_gta2cs|minicity_diga_semisup"
 )
-RECORDS="$(realpath -m "${RECORDS:-docs/results/runs}")"
 run_recipe() {  # name label benches args
   local name=$1 label=$2 benches=$3 args=$4 seed bench out record
   for seed in $SEEDS; do
@@ -133,9 +145,4 @@ for want in ${ONLY:-ALL}; do
     [[ "$want" == ALL || "$want" == "$name" ]] && run_recipe "$name" "$label" "$benches" "$args"
   done
 done
-reports=()
-for bench in minicity_gta2cs minicity_cs2acdc minicity_synthia2cs minicity_cs2foggy minicity_gta_dg; do
-  [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
-done
-udaseg report "${reports[@]}" --out docs/results/minicity.md --claims \
-  --title "MiniCity results" --notes docs/results/minicity_notes.md
+write_report

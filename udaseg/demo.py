@@ -21,7 +21,7 @@
    predictions side by side (image | ground truth | source-only | DAFormer | control | oracle).
 
 Runs that already finished in ``--out`` are reused and unfinished ones resumed, so an
-interrupted demo continues where it stopped. The 3-seed comparison of every method from scratch
+interrupted demo continues where it stopped. The 3-seed comparison of every method
 is ``docs/results/minicity.md``.
 """
 
