@@ -44,7 +44,7 @@ def read_train_ids(path: Path, size: tuple[int, int], num_classes: int) -> np.nd
         with Image.open(path) as im:
             if im.mode not in ("L", "P"):
                 raise DataError(f"{path}: expected an 8-bit single-channel train-id PNG, got mode {im.mode}")
-            label = np.asarray(im, dtype=np.uint8)
+            label: np.ndarray = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"missing label map {path} (written by an earlier stage?)") from None
     except (OSError, SyntaxError) as err:

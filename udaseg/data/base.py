@@ -225,17 +225,13 @@ def read_depth_metres(path: Path) -> np.ndarray:
 def format_ids(ids: Iterable[int]) -> str:
     """``[0, 1, 2, 3, 7, 255]`` → ``"0-3, 7, 255"`` for messages."""
     values = sorted(set(int(i) for i in ids))
-    parts: list[str] = []
-    start = prev = None
-    for v in values + [None]:
-        if start is None:
-            start = prev = v
-        elif v is not None and v == prev + 1:
-            prev = v
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive ids
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
         else:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-            start = prev = v
-    return ", ".join(parts)
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 class LabelEncoding:
@@ -518,11 +514,12 @@ def _set_worker_context(function: Callable, context: Any) -> None:
 
 
 def _call_in_worker(item: Any) -> Any:
+    assert _WORKER_CONTEXT is not None, "the pool's initializer sets the worker context"
     function, context = _WORKER_CONTEXT
     return function(context, item)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` through ``write(tmp)`` on a temporary name in the same folder, then rename.
     Readers never see a half-written file, and the temporary file is removed on any failure."""
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")

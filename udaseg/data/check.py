@@ -150,7 +150,8 @@ def check(dataset: str, root: Path, *, splits: list[str] | None = None, class_ma
         if unknown:
             raise DataError(f"{dataset}: unknown split(s) {unknown}; expected some of {known}")
     opened: list[SegDataset] = []
-    for split in names or [None]:
+    to_open: list[str | None] = [*names] or [None]  # None: every split the folder has
+    for split in to_open:
         try:
             with warnings.catch_warnings():  # listed below as problems instead
                 warnings.simplefilter("ignore", StalePreparedWarning)
@@ -165,9 +166,9 @@ def check(dataset: str, root: Path, *, splits: list[str] | None = None, class_ma
                 raise
             report.add("layout", str(err))
             continue
-        for err in missing:
+        for absent in missing:
             if splits:  # asked for explicitly: its absence is a problem
-                report.add("missing_split", str(err).split("; expected")[0])
+                report.add("missing_split", str(absent).split("; expected")[0])
         opened += found
     if not opened and not any(report.problems.values()):
         raise DataError(f"{dataset}: no split folder found under {root}; expected {cls.layout}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from udaseg.data.base import (
     CITYSCAPES_LABEL_IDS,
@@ -54,8 +55,8 @@ _RAIN_NAME = re.compile(r"^(?P<stem>.+)_leftImg8bit_rain_(?P<params>alpha_.+)\.p
 class _CityscapesFamily(SegDataset):
     """Shared pieces: gtFine label lookup and the ``<split>/<city>/`` image folders."""
 
-    splits = ("train", "val", "test")
-    labelled_splits = ("train", "val")
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    labelled_splits: ClassVar[tuple[str, ...]] = ("train", "val")
     writes_train_ids = True
     stats_splits = ("train",)
     image_folder = "leftImg8bit"
@@ -70,9 +71,10 @@ class _CityscapesFamily(SegDataset):
         for path in files_with_suffix(folder, RAW_LABEL_SUFFIX, depth=2):
             labels.setdefault(path.name[: -len(RAW_LABEL_SUFFIX)], []).insert(
                 0, LabelSource(path, CITYSCAPES_LABEL_IDS))
-        for path in files_with_suffix(folder, TRAIN_LABEL_SUFFIX, depth=2) if prepared is not None else ():
-            labels.setdefault(path.name[: -len(TRAIN_LABEL_SUFFIX)], []).append(
-                LabelSource(path, prepared, prepared=True))
+        if prepared is not None:
+            for path in files_with_suffix(folder, TRAIN_LABEL_SUFFIX, depth=2):
+                labels.setdefault(path.name[: -len(TRAIN_LABEL_SUFFIX)], []).append(
+                    LabelSource(path, prepared, prepared=True))
         return labels
 
     def image_entries(self, folder: Path) -> Iterable[tuple[str, Path, str, dict]]:

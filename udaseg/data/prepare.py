@@ -139,7 +139,7 @@ def prepare(dataset: str, root: Path, *, force: bool = False, label_space: str =
     if writes:
         report.label_files = {status: sum(1 for s, _ in results if s == status)
                               for status in ("written", "unchanged", "overwritten", "refused")}
-    refused = [job.out for job, (status, _) in zip(jobs, results) if status == "refused"]
+    refused = [job.out for job, (status, _) in zip(jobs, results) if status == "refused" and job.out is not None]
     if refused:
         shown = "\n  ".join(relative(p, root) for p in refused[:10])
         more = f"\n  … and {len(refused) - 10} more" if len(refused) > 10 else ""

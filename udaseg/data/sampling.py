@@ -203,6 +203,7 @@ class TrainStream(torch.utils.data.Dataset):
     def _rcs_crop(self, loaded: dict[str, Any], rare_class: int, rng: np.random.Generator) -> tuple[dict, int]:
         """Crop ``loaded`` until the crop holds enough pixels of ``rare_class`` (at most
         :data:`RCS_RECROPS` re-crops of the same image; the last crop is kept)."""
+        assert self.rcs is not None  # called only when rare class sampling is on
         resized = self.pipeline.resize(loaded, rng)
         sample = self.pipeline.augment(resized, rng)
         recrops = 0

@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,6 +200,7 @@ def _run(jobs, seed: int, root: Path, progress: bool, workers: int | None):
     args = ((job, seed, str(root)) for job in jobs)
     bar = tqdm(total=len(jobs), unit="frame", desc="MiniCity", disable=not progress, dynamic_ncols=True)
     try:
+        results: Iterator[dict]
         if workers == 1:
             results = map(run_job, args)
             pool = None
@@ -244,7 +246,8 @@ def _manifest(parameters: dict, sizes, counts, histograms, written: int) -> dict
     frequencies = {}
     for domain, hist in histograms.items():
         total = float(hist.sum())
-        frequencies[domain] = {names[i]: round(float(hist[i]) / total, 5) for i in np.flatnonzero(hist) if i in names}
+        frequencies[domain] = {names[int(i)]: round(float(hist[i]) / total, 5)
+                                for i in np.flatnonzero(hist) if int(i) in names}
     return {
         "generator": "udaseg.data.minicity", **parameters, "complete": True,
         "sizes": {d: list(s) for d, s in sizes.items()}, "counts": counts, "bytes": int(written),

@@ -440,7 +440,7 @@ def _textures(r: Render, image, emission, materials, points, normals, body_rgb, 
         if a == b:
             continue
         surface = _Surface(r, prim[a:b], rgb[a:b], pts[:, a:b], face[a:b], normal_y[a:b], offset, stone, look,
-                           body_rgb, glow[a:b] if night else None)
+                           body_rgb, glow[a:b] if glow is not None else None)
         texture(surface, material)
         rgb[a:b] = surface.rgb
     image.reshape(-1, 3)[order] = rgb
@@ -753,7 +753,9 @@ def camera_effects(image: np.ndarray, look: Look, rng: np.random.Generator) -> n
     if look.jpeg_quality is not None:
         quality = int(rng.integers(look.jpeg_quality[0], look.jpeg_quality[1] + 1))
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        assert ok and decoded is not None, "OpenCV could not round-trip a frame through JPEG"
+        out = decoded[..., ::-1]
     return np.ascontiguousarray(out)
 
 

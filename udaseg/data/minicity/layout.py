@@ -19,6 +19,7 @@ slots now and then hold motorcycles.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,9 +126,12 @@ def _sample_street(rng, lay: LayoutStats) -> _Street:
     lane_width = rng.uniform(*lay.lane_width_m)
     lanes_half = lanes * lane_width
     parking_width = 2.2 if rng.random() < lay.parking_strip_prob else 0.0
-    sidewalk = tuple(float(rng.uniform(*lay.sidewalk_width_m)) for _ in range(2))
-    strip = tuple(float(rng.uniform(1.2, 2.5)) if (lay.terrain and rng.random() < lay.tree_strip_prob) else 0.0
-                  for _ in range(2))
+    sidewalk = (float(rng.uniform(*lay.sidewalk_width_m)), float(rng.uniform(*lay.sidewalk_width_m)))
+
+    def strip_width() -> float:  # a grass strip with trees on this side, or none
+        return float(rng.uniform(1.2, 2.5)) if (lay.terrain and rng.random() < lay.tree_strip_prob) else 0.0
+
+    strip = (strip_width(), strip_width())
     far_end = rng.uniform(70.0, 220.0) if rng.random() < lay.far_end_prob else None
     side_streets: list[tuple[int, float, float, float]] = []
     if rng.random() < lay.side_street_prob:
@@ -214,8 +218,11 @@ def _ground_layout(rng, lay: LayoutStats, street: _Street) -> GroundLayout:
     rails = []
     if street.tram or (lay.trains and rng.random() < 0.05):  # tram tracks, sometimes without a tram
         rails = [street.tram_x - 0.72, street.tram_x + 0.72]
-    lot_starts = tuple(np.array([lot.z0 for lot in street.lots[s]]) for s in (0, 1))
-    lot_front = tuple(np.array([int(lot.front) for lot in street.lots[s]], dtype=np.uint8) for s in (0, 1))
+    def per_side(values: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return values(0), values(1)
+
+    lot_starts = per_side(lambda s: np.array([lot.z0 for lot in street.lots[s]]))
+    lot_front = per_side(lambda s: np.array([int(lot.front) for lot in street.lots[s]], dtype=np.uint8))
     return GroundLayout(street.road_half, street.curb_height, street.strip_width, street.sidewalk_width, lot_starts,
                         lot_front, street.side_streets, lane_lines, crosswalks, parking_bays, rails)
 

@@ -25,6 +25,7 @@ from udaseg.data import catalog
 from udaseg.data.minicity import weather
 from udaseg.data.minicity.frame import Frame, make_frame
 from udaseg.data.minicity.plan import FrameJob
+from udaseg.errors import DataError
 
 PNG_LEVEL = 1  # zlib level: level 1 is ~5x faster than the default 6 and within 10 % of its size
 
@@ -105,7 +106,8 @@ def _write_variants(job: FrameJob, frame: Frame, seed: int, root: Path) -> None:
     if not job.foggy and not job.rain:
         return
     clear = frame.image.astype(np.float32) / 255
-    t, t_beta = None, None
+    t: np.ndarray | None = None
+    t_beta = 0.0
     for beta, rel in sorted(job.foggy.items()):
         # exp(−2βℓ) = exp(−βℓ)²: the Foggy Cityscapes betas double, so square instead of exp.
         t = t * t if t is not None and beta == 2 * t_beta else weather.transmittance(frame.distance, beta)
@@ -122,10 +124,17 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+def _imread(path: Path, flags: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise DataError(f"cannot read {path}; expected a MiniCity image written by the generator")
+    return image
+
+
 def read_label_ids(domain: str, path: Path) -> np.ndarray:
     """Label ids of a written label file, as Cityscapes label ids (SYNTHIA via its train ids)."""
     if domain == "synthia":
-        synthia = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., -1].astype(np.uint8)
+        synthia = _imread(path, cv2.IMREAD_UNCHANGED)[..., -1].astype(np.uint8)
         train = SYNTHIA_ID_TO_TRAIN_ID_LUT[synthia]
         table = np.zeros(256, dtype=np.uint8)
         for t, label_id in catalog.TRAIN_ID_TO_LABEL_ID.items():
@@ -150,15 +159,15 @@ def write_samples(root: Path, jobs: list[FrameJob], rows: int = 3) -> dict[str, 
             continue
         tiles = []
         for job in chosen:
-            image = cv2.imread(str(root / job.files["image"]), cv2.IMREAD_COLOR)[..., ::-1]
+            image = _imread(root / job.files["image"], cv2.IMREAD_COLOR)[..., ::-1]
             label = catalog.colorize(read_label_ids(domain, root / job.files["label"]), LABEL_ID_PALETTE)
             tiles.append(np.concatenate([image, label], axis=1))
         if domain == "cityscapes":
             rainy = [j for j in jobs if j.domain == domain and j.rain]
             if rainy:
                 job = rainy[0]
-                fog_img = cv2.imread(str(root / job.foggy[max(job.foggy)]), cv2.IMREAD_COLOR)[..., ::-1]
-                rain_img = cv2.imread(str(root / next(iter(job.rain.values()))), cv2.IMREAD_COLOR)[..., ::-1]
+                fog_img = _imread(root / job.foggy[max(job.foggy)], cv2.IMREAD_COLOR)[..., ::-1]
+                rain_img = _imread(root / next(iter(job.rain.values())), cv2.IMREAD_COLOR)[..., ::-1]
                 tiles.append(np.concatenate([fog_img, rain_img], axis=1))
         path = root / "samples" / f"{domain}.png"
         write_rgb(path, np.concatenate(tiles, axis=0))
