@@ -504,6 +504,15 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): obj}
 
 
+def to_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
+    """A mapping node of a config as a plain dict (``OmegaConf.to_container``, typed as the mapping
+    it is); a node that is not a mapping is a ConfigError."""
+    data = OmegaConf.to_container(node, resolve=resolve) if OmegaConf.is_config(node) else node
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping, got {data!r}")
+    return data
+
+
 def as_dataclass_dict(obj: Any) -> dict:
     """Plain dict of a dataclass instance (for method configs built in code and tests)."""
     return dataclasses.asdict(obj)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from udaseg import config as config_lib
 from udaseg.data.catalog import get_label_space
@@ -83,7 +82,7 @@ def load_network(source: str | os.PathLike, network: str = "student", device: st
     the file the weights came from (commands print it)."""
     weights, cfg_path, ckpt_path = network_weights(source, network)
     cfg = config_lib.load_resolved(cfg_path)
-    model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    model_cfg = config_lib.to_dict(cfg.model)
     model_cfg["pretrained"] = model_cfg["init_from"] = None  # the checkpoint holds every weight
     model = create_model(model_cfg, num_classes=get_label_space(cfg.benchmark.label_space).num_classes)
     load_state_dict_strict(model, weights, source=f"{ckpt_path} [{network}.*]")

@@ -278,7 +278,7 @@ def evaluate(model: nn.Module, dataset, mode: str = "whole", flip: bool = False,
                 img = torch.stack([item["img"] for item in run]).to(device)
                 label = torch.stack([item["label"] for item in run]).to(device)
                 scores = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window, stride=stride,
-                                      flip=flip, out_size=tuple(label.shape[-2:]), amp_dtype=amp_dtype,
+                                      flip=flip, out_size=(label.shape[-2], label.shape[-1]), amp_dtype=amp_dtype,
                                       scales=scales, interpolation=interpolation)
                 confusion.update(scores.argmax(dim=1), label)
                 entropy.update(scores, label)
@@ -311,7 +311,7 @@ def index_predictions(pred_dir: str | os.PathLike) -> dict[str, list[Path]]:
     stand for. ``aachen_000000_000019_leftImg8bit.png`` is found under ``aachen``,
     ``aachen_000000``, ``aachen_000000_000019`` …; ``000010.png`` is *not* found under ``00001``."""
     index: dict[str, list[Path]] = {}
-    for root, _, files in os.walk(pred_dir):
+    for root, _, files in os.walk(os.fspath(pred_dir)):
         for file in files:
             if not file.lower().endswith(".png"):
                 continue

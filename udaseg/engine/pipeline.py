@@ -85,7 +85,7 @@ class Stage:
 
 
 def parse_stages(cfg: DictConfig) -> list[Stage]:
-    table = OmegaConf.to_container(cfg.stages, resolve=False) if cfg.stages else {}
+    table = config_lib.to_dict(cfg.stages, resolve=False) if cfg.stages else {}
     stages = []
     for i, (name, data) in enumerate(table.items(), start=1):
         data = {} if data is None else data
@@ -220,12 +220,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, *, resume: bool = False, progre
     for stage, stage_cfg in planned:
         folder = run_dir / "stages" / stage.folder
         done = folder / "stage_done.json"
-        record = {"stage": stage.name, "folder": str(folder.relative_to(run_dir)),
+        record: dict[str, Any] = {"stage": stage.name, "folder": str(folder.relative_to(run_dir)),
                   "kind": f"step {stage.data['step']}" if stage.is_step else f"train {stage_cfg.method.name}"}
         if done.exists():
             record.update(json.loads(done.read_text()))
         elif stage.is_step:
-            summary = {}
+            summary: dict[str, Any] = {}
             if dist.is_main():
                 tmp = folder.with_name(folder.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)

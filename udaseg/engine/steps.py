@@ -51,7 +51,8 @@ class PseudoLabelStepConfig:
 
 
 def _probabilities(model, batch, cfg: PseudoLabelStepConfig) -> torch.Tensor:
-    out_size = keep_ratio_size(*batch["img"].shape[-2:], cfg.test_scale) if cfg.at_input_size else None
+    height, width = batch["img"].shape[-2:]
+    out_size = keep_ratio_size(height, width, cfg.test_scale) if cfg.at_input_size else None
     logits = infer_logits(model, batch["img"], test_scale=cfg.test_scale, flip=cfg.flip, out_size=out_size,
                           upsample=cfg.upsample, interpolation=cfg.interpolation)
     return logits.softmax(dim=1)[0]  # [C, H, W] at the image's (or the input's) size

@@ -78,7 +78,7 @@ def prediction_figure(networks: list[tuple[str, nn.Module]], val_sets: list, dev
                       colorize(item["label"].numpy().clip(0, 255).astype(np.uint8), palette)]
             panels += [colorize(_predict(net, spec, item["img"], device), palette) for _, net in networks]
             rows.append((f"{getattr(spec, 'name', None) or 'val'} #{index}", panels))
-    if not rows:
+    if not rows or label_space is None:
         return None
     from udaseg.report import _plt
 
@@ -103,7 +103,7 @@ def prediction_figure(networks: list[tuple[str, nn.Module]], val_sets: list, dev
             if r == 0:
                 ax.set_title(titles[c], fontsize=10)
         axes[r, 0].set_ylabel(name, fontsize=8)
-    handles = [Patch(facecolor=np.asarray(colour) / 255, edgecolor="0.5", label=cls)
+    handles = [Patch(facecolor=(colour[0] / 255, colour[1] / 255, colour[2] / 255), edgecolor="0.5", label=cls)
                for cls, colour in zip(classes, label_space.palette)]
     handles.append(Patch(facecolor="black", edgecolor="0.5", label="no label (not evaluated)"))
     if title:

@@ -112,7 +112,9 @@ def rng_state() -> dict:
     """The global RNG states as tensors and plain numbers (a checkpoint holds nothing else, so it is
     read with ``torch.load(weights_only=True)``)."""
     version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    _, keys, pos, has_gauss, cached_gaussian = numpy_state
     state = {"python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
                        "cached_gaussian": float(cached_gaussian)},
@@ -181,7 +183,7 @@ def build_dataset(spec: Any, data_root: str, label_space: str, *, split: str | N
     root = dataset_root(spec, data_root)
     try:
         dataset = create_dataset(spec.dataset, root, split or spec.split, label_space=label_space,
-                                 **OmegaConf.to_container(spec.options))
+                                 **config_lib.to_dict(spec.options))
     except DataError as err:
         # data_root only matters for a relative root (an absolute one comes from e.g. eval --root).
         origin = "" if Path(spec.root).is_absolute() else f"; the root is relative to data_root={data_root!r}"
@@ -333,7 +335,7 @@ def select_result(results: list[dict], best: dict | None) -> tuple[list[dict], d
     metric = results[0]["metric"]
     last_value = results[0].get(metric)
     use_best = best is not None and last_value is not None and best["value"] > last_value
-    chosen = best["results"] if use_best else results
+    chosen = best["results"] if best is not None and use_best else results
     record = {"rule": "best_on_val", "val_set": results[0]["name"], "metric": metric,
               "iter": chosen[0]["iter"], "value": chosen[0].get(metric), "last_iter": results[0]["iter"],
               "last_value": last_value,
@@ -355,7 +357,7 @@ def headline_metric(cfg: DictConfig) -> str:
 def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, it: int) -> list[dict]:
     """Every validation set of the benchmark on the method's ``eval_network()``; one ``eval.json``
     row each (plus its name, the iteration and the confusion matrix for the report)."""
-    results = []
+    results: list[dict] = []
     network = method.eval_network()
     if network is None:  # a stage that trains no segmentation network (DiGA's translator)
         return results
@@ -416,7 +418,8 @@ class _LineProgress:
     carriage-return updates, with the same ``update``/``set_postfix``/``close`` calls."""
 
     def __init__(self, total: int, initial: int, desc: str):
-        self.total, self.n, self.desc, self.postfix, self.t0 = total, initial, desc, {}, time.time()
+        self.total, self.n, self.desc, self.t0 = total, initial, desc, time.time()
+        self.postfix: dict[str, Any] = {}
         self.every = max(1, total // 10)
 
     def update(self, n: int = 1) -> None:
