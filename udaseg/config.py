@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -243,7 +243,9 @@ def _group_data(group: str, name: str) -> tuple[str, dict]:
 def _merge(base: DictConfig, update: dict, source: str, prefix: str = "") -> DictConfig:
     update = _upgrade_method_keys(base, update, source)
     try:
-        return OmegaConf.merge(base, OmegaConf.create(update))
+        merged = OmegaConf.merge(base, OmegaConf.create(update))
+        assert isinstance(merged, DictConfig)
+        return merged
     except OmegaConfBaseException as err:
         key = f"{prefix}{err.full_key}" if getattr(err, "full_key", None) else prefix.rstrip(".") or "?"
         reason = str(err).splitlines()[0]
@@ -258,7 +260,7 @@ def _sibling_keys(cfg: DictConfig, full_key: str) -> list[str]:
     """The keys beside ``full_key`` in ``cfg`` (for suggestions)."""
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return list(node.keys()) if isinstance(node, DictConfig) else []
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []
 
 
 def _upgrade_method_keys(base: DictConfig, update: dict, source: str) -> dict:
@@ -354,7 +356,7 @@ def compose(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
             update = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as err:
             raise ConfigError(f"command line: cannot parse {item!r}: {err}") from None
-        cfg = _merge(cfg, OmegaConf.to_container(update), "command line")
+        cfg = _merge(cfg, to_dict(update, resolve=False), "command line")
 
     validate(cfg)
     return cfg
@@ -373,7 +375,7 @@ def apply_overrides(cfg: DictConfig, args: list[str]) -> DictConfig:
             update = OmegaConf.from_dotlist([f"{key}={value}"])
         except OmegaConfBaseException as err:
             raise ConfigError(f"command line: cannot parse {key}={value!r}: {err}") from None
-        cfg = _merge(cfg, OmegaConf.to_container(update), "command line")
+        cfg = _merge(cfg, to_dict(update, resolve=False), "command line")
     validate(cfg)
     return cfg
 
@@ -394,7 +396,7 @@ def compose_stage(base: DictConfig, overrides: dict, source: str) -> DictConfig:
     the group, except that a mapping naming another method, or another dataset for a training
     stream (``benchmark.source.dataset``), starts that part from its defaults; a dotted key
     (``method.label: x``) edits after that; other keys replace the base's."""
-    data = OmegaConf.to_container(base, resolve=True)
+    data = to_dict(base)
     data.pop("stages", None)
     overrides = dict(overrides)
     dotted = {k: overrides.pop(k) for k in [k for k in overrides if "." in k]}  # `method.label: x`
@@ -510,7 +512,7 @@ def to_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
     data = OmegaConf.to_container(node, resolve=resolve) if OmegaConf.is_config(node) else node
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping, got {data!r}")
-    return data
+    return cast(dict[str, Any], data)
 
 
 def as_dataclass_dict(obj: Any) -> dict:

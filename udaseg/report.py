@@ -489,7 +489,7 @@ def _entropy_table(groups: list[Group], eval_name: str) -> list[str]:
             continue
         cells = []
         for k in range(3):
-            vals = [r[k] for r in per_run if r[k] is not None]
+            vals = [v for r in per_run if (v := r[k]) is not None]
             cells.append("–" if not vals else f"{statistics.fmean(vals):.3f} ± " + (
                 f"{statistics.stdev(vals):.3f}" if len(vals) > 1 else "–"))
         rows.append(f"| {g.name} | " + " | ".join(cells) + " |")
@@ -671,7 +671,7 @@ def _plot_confusions(groups: list[Group], classes: list[str], path: Path) -> Pat
     for g in groups:
         conf = [np.asarray(row["confusion"], dtype=np.float64) for row in g.results if row.get("confusion")]
         if conf:
-            mats.append((g.name, sum(conf)))
+            mats.append((g.name, np.sum(conf, axis=0)))
     if not mats:
         return None
     plt = _plt()
