@@ -63,4 +63,3 @@ def test_paper_protocols_of_the_deeplab_line_resize_val_images_as_pil_bicubic():
     with pytest.raises(ConfigError, match=r"benchmark.val\[0\].interpolation"):
         config_lib.compose(["benchmark=gta2cs", "method=source_only", "model=minicity_cnn", "schedule=minicity",
                             "benchmark.val=[{dataset: cityscapes, root: cityscapes, interpolation: area}]"])
-

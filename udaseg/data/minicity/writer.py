@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 
 from udaseg.data import catalog
+from udaseg.data.base import read_rgb, read_synthia_label
 from udaseg.data.minicity import weather
 from udaseg.data.minicity.frame import Frame, make_frame
 from udaseg.data.minicity.plan import FrameJob
-from udaseg.errors import DataError
 
 PNG_LEVEL = 1  # zlib level: level 1 is ~5x faster than the default 6 and within 10 % of its size
 
@@ -124,17 +124,10 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-def _imread(path: Path, flags: int) -> np.ndarray:
-    image = cv2.imread(str(path), flags)
-    if image is None:
-        raise DataError(f"cannot read {path}; expected a MiniCity image written by the generator")
-    return image
-
-
 def read_label_ids(domain: str, path: Path) -> np.ndarray:
     """Label ids of a written label file, as Cityscapes label ids (SYNTHIA via its train ids)."""
     if domain == "synthia":
-        synthia = _imread(path, cv2.IMREAD_UNCHANGED)[..., -1].astype(np.uint8)
+        synthia = read_synthia_label(path).astype(np.uint8)
         train = SYNTHIA_ID_TO_TRAIN_ID_LUT[synthia]
         table = np.zeros(256, dtype=np.uint8)
         for t, label_id in catalog.TRAIN_ID_TO_LABEL_ID.items():
@@ -159,15 +152,15 @@ def write_samples(root: Path, jobs: list[FrameJob], rows: int = 3) -> dict[str, 
             continue
         tiles = []
         for job in chosen:
-            image = _imread(root / job.files["image"], cv2.IMREAD_COLOR)[..., ::-1]
+            image = read_rgb(root / job.files["image"])
             label = catalog.colorize(read_label_ids(domain, root / job.files["label"]), LABEL_ID_PALETTE)
             tiles.append(np.concatenate([image, label], axis=1))
         if domain == "cityscapes":
             rainy = [j for j in jobs if j.domain == domain and j.rain]
             if rainy:
                 job = rainy[0]
-                fog_img = _imread(root / job.foggy[max(job.foggy)], cv2.IMREAD_COLOR)[..., ::-1]
-                rain_img = _imread(root / next(iter(job.rain.values())), cv2.IMREAD_COLOR)[..., ::-1]
+                fog_img = read_rgb(root / job.foggy[max(job.foggy)])
+                rain_img = read_rgb(root / next(iter(job.rain.values())))
                 tiles.append(np.concatenate([fog_img, rain_img], axis=1))
         path = root / "samples" / f"{domain}.png"
         write_rgb(path, np.concatenate(tiles, axis=0))
