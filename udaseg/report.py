@@ -245,11 +245,15 @@ class Claim:
 
 # The papers' claims on the MiniCity benchmarks, by the labels tools/minicity_results.sh gives the
 # runs (a pipeline's stages are labelled by stage: bafft_step2, daf+isl+ida, diga_warmup, diga_round2).
+# HRDA and MIC report Cityscapes → ACDC as well as GTA → Cityscapes, so their claims are asked on both.
 CLAIMS = (
     Claim("DAFormer > the augmentation control", "minicity_gta2cs", "daformer", "source_only+aug"),
-    Claim("HRDA > DAFormer", "minicity_gta2cs", "hrda", "daformer"),
-    Claim("MIC > DAFormer", "minicity_gta2cs", "daformer+mic", "daformer"),
-    Claim("MIC > HRDA", "minicity_gta2cs", "hrda+mic", "hrda"),
+    Claim("HRDA > DAFormer (GTA)", "minicity_gta2cs", "hrda", "daformer"),
+    Claim("HRDA > DAFormer (ACDC)", "minicity_cs2acdc", "hrda", "daformer"),
+    Claim("MIC > DAFormer (GTA)", "minicity_gta2cs", "daformer+mic", "daformer"),
+    Claim("MIC > DAFormer (ACDC)", "minicity_cs2acdc", "daformer+mic", "daformer"),
+    Claim("MIC > HRDA (GTA)", "minicity_gta2cs", "hrda+mic", "hrda"),
+    Claim("MIC > HRDA (ACDC)", "minicity_cs2acdc", "hrda+mic", "hrda"),
     Claim("TigDA > DAFormer (GTA)", "minicity_gta2cs", "daformer+tigda", "daformer"),
     Claim("TigDA > DAFormer (SYNTHIA)", "minicity_synthia2cs", "daformer+tigda", "daformer"),
     Claim("EBDA > DAFormer (ACDC)", "minicity_cs2acdc", "daformer+ebda", "daformer"),

@@ -349,4 +349,4 @@ def test_claims_table_verdicts(tiny_run, tmp_path):
     text = write_report(runs, tmp_path / "r.md", claims=True).read_text()
     assert "## Claims" in text and "| DAFormer > the augmentation control | minicity_gta2cs |" in text
     assert main(["report", *map(str, runs), "--claims", "--out", str(tmp_path / "cli.md")]) == 0  # the README's command
-    assert "| HRDA > DAFormer | minicity_gta2cs | hrda vs daformer |" in (tmp_path / "cli.md").read_text()
+    assert "| HRDA > DAFormer (GTA) | minicity_gta2cs | hrda vs daformer |" in (tmp_path / "cli.md").read_text()
