@@ -574,14 +574,15 @@ class SegDataset(torch.utils.data.Dataset):
     """
 
     name: ClassVar[str] = ""  # set by @register_dataset
-    splits: ClassVar[tuple[str, ...]] = ("train", "val")
-    labelled_splits: ClassVar[tuple[str, ...]] = ("train", "val")
+    # The split lists are class defaults; a dataset whose splits come from its files (custom) sets them per instance.
+    splits: tuple[str, ...] = ("train", "val")
+    labelled_splits: tuple[str, ...] = ("train", "val")
     split_aliases: ClassVar[dict[str, str]] = {}
     # A sentence used in messages about a missing or malformed root.
     layout: ClassVar[str] = ""
     # prepare: write *_labelTrainIds.png beside the raw labels, and count statistics over these splits.
     writes_train_ids: ClassVar[bool] = False
-    stats_splits: ClassVar[tuple[str, ...]] = ("train",)
+    stats_splits: tuple[str, ...] = ("train",)
 
     def __init__(self, root: str | Path, split: str = "train", *, label_space: str | LabelSpace = "cityscapes19",
                  use_prepared: bool = True, unpaired: str = "error"):
@@ -624,11 +625,10 @@ class SegDataset(torch.utils.data.Dataset):
         return {"dataset": self.name, "split": self.split, "image": str(sample.image), **sample.meta}
 
     # -- helpers for subclasses ------------------------------------------------------------------
-    @classmethod
-    def resolve_split(cls, split: str) -> str:
-        split = cls.split_aliases.get(split, split)
-        if split not in cls.splits:
-            raise DataError(f"{cls.name}: unknown split {split!r}; expected one of {list(cls.splits)}")
+    def resolve_split(self, split: str) -> str:
+        split = self.split_aliases.get(split, split)
+        if split not in self.splits:
+            raise DataError(f"{self.name}: unknown split {split!r}; expected one of {list(self.splits)}")
         return split
 
     def require_split_dir(self, folder: Path) -> Path:

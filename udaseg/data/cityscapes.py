@@ -29,7 +29,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 from udaseg.data.base import (
     CITYSCAPES_LABEL_IDS,
@@ -55,8 +54,8 @@ _RAIN_NAME = re.compile(r"^(?P<stem>.+)_leftImg8bit_rain_(?P<params>alpha_.+)\.p
 class _CityscapesFamily(SegDataset):
     """Shared pieces: gtFine label lookup and the ``<split>/<city>/`` image folders."""
 
-    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
-    labelled_splits: ClassVar[tuple[str, ...]] = ("train", "val")
+    splits: tuple[str, ...] = ("train", "val", "test")
+    labelled_splits: tuple[str, ...] = ("train", "val")
     writes_train_ids = True
     stats_splits = ("train",)
     image_folder = "leftImg8bit"

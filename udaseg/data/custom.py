@@ -122,7 +122,7 @@ def load_class_map(path: str | Path) -> ClassMap:
                 or not all(isinstance(c, list) and len(c) == 3 for c in palette)):
             raise fail("palette", f"{len(classes)} RGB triples, one per class")
         subsets = data.get("eval_subsets") or {"mIoU": list(range(len(classes)))}
-        space = LabelSpace(data["name"], tuple(classes), tuple(tuple(int(v) for v in c) for c in palette),
+        space = LabelSpace(data["name"], tuple(classes), tuple((int(c[0]), int(c[1]), int(c[2])) for c in palette),
                            {k: tuple(int(i) for i in v) for k, v in subsets.items()})
     elif "label_space" in data:
         try:
