@@ -139,13 +139,13 @@ class DepthAwareSegmentor(EncoderDecoder):
         """Logits; then, when asked, the inverse depth (``with_depth``), the (modulated) backbone
         stages (``return_features``) and the auxiliary head's logits (``aux``), in that order."""
         features, fused = self._features_and_fusion(x)
-        out = [self.decode(features)]
+        out: list[torch.Tensor | list[torch.Tensor]] = [self.decode(features)]
         if with_depth:
             out.append(self.depth_head.regress(fused))
         if return_features:
             out.append(features)
         if aux:
-            out.append(self.aux_head(features))
+            out.append(self.require_aux_head()(features))
         return tuple(out) if len(out) > 1 else out[0]
 
     def forward_with_depth(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

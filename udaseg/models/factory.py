@@ -62,7 +62,9 @@ def _plain(cfg: Any) -> dict:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
+            plain = OmegaConf.to_container(cfg, resolve=True)
+            assert isinstance(plain, dict)  # a DictConfig's container
+            return plain
     except ImportError:  # pragma: no cover - omegaconf is a dependency
         pass
     if isinstance(cfg, Mapping):
@@ -122,6 +124,7 @@ def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
     align_corners = cfg.get("align_corners")
     if align_corners is None:
         align_corners = backbone.default_align_corners
+    model: EncoderDecoder
     if cfg.get("depth") is not None:
         from udaseg.models.depth import build_depth_model
 

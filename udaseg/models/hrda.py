@@ -68,6 +68,12 @@ def random_box(size: tuple[int, int], crop: tuple[int, int], divisible: int = 8)
 TEST_MERGES = ("input", "logits")
 
 
+def _pair(name: str, value: Sequence[int]) -> tuple[int, int]:
+    if len(value) != 2:
+        raise ValueError(f"HRDA {name} must be (height, width), got {list(value)}")
+    return int(value[0]), int(value[1])
+
+
 def _resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
@@ -81,14 +87,16 @@ class HRDASegmentor(EncoderDecoder):
         # The base's encoder, decode head and input normalisation, shared by both scales (parameter
         # names stay "backbone.*" / "decode_head.*").
         super().__init__(base.backbone, base.decode_head, base.preprocess.spec, align_corners=base.align_corners)
+        if attention_head is None and fixed_attention is None:
+            raise ValueError("HRDA needs a scale attention head or a fixed attention value")
         self.attention_head = attention_head  # "head" in the name: lr ×10 like the reference's
-        self.hr_crop_size = tuple(int(v) for v in hr_crop_size)
+        self.hr_crop_size = _pair("hr_crop_size", hr_crop_size)
         self.context_scale = float(context_scale)
         self.crop_divisible = int(crop_divisible)
-        self.hr_slide_stride = tuple(int(v) for v in hr_slide_stride)
+        self.hr_slide_stride = _pair("hr_slide_stride", hr_slide_stride)
         self.fixed_attention = fixed_attention  # HRDA ablation "fixedatt": a = const
-        self.test_window = tuple(int(v) for v in test_window) if test_window else None
-        self.test_stride = tuple(int(v) for v in (test_stride or test_window)) if test_window else None
+        self.test_window = _pair("test_window", test_window) if test_window else None
+        self.test_stride = _pair("test_stride", test_stride or test_window) if test_window else None
         if test_merge not in TEST_MERGES:
             raise ValueError(f"HRDA test_merge must be one of {TEST_MERGES}, got {test_merge!r}")
         self.test_merge = test_merge
@@ -105,6 +113,7 @@ class HRDASegmentor(EncoderDecoder):
         if self.fixed_attention is not None:
             attention = torch.full_like(lr_logits, float(self.fixed_attention))
         else:
+            assert self.attention_head is not None  # checked in __init__
             attention = torch.sigmoid(self.attention_head(lr_features))
         return lr_logits, attention, lr_features
 
@@ -119,7 +128,7 @@ class HRDASegmentor(EncoderDecoder):
     def forward_train(self, x: torch.Tensor, box: tuple[int, int, int, int] | None = None, aux: bool = False):
         """(fused logits at stride 4 of x, HR logits of the detail crop, the box, LR features);
         with ``aux`` also the auxiliary head's (context, detail) logits, last."""
-        box = box or random_box(tuple(x.shape[-2:]), self.hr_crop_size, self.crop_divisible)
+        box = box or random_box((x.shape[-2], x.shape[-1]), self.hr_crop_size, self.crop_divisible)
         y0, y1, x0, x1 = box
         lr_logits, attention, lr_features = self._context(x)
         hr_features = self.backbone(x[:, :, y0:y1, x0:x1])
@@ -134,12 +143,13 @@ class HRDASegmentor(EncoderDecoder):
         canvas[:, :, fy0:fy0 + hr_logits.shape[-2], fx0:fx0 + hr_logits.shape[-1]] = hr_logits
         fused = self._fuse(lr_logits, attention, canvas, fused_size, box_mask)
         if aux:
-            return fused, hr_logits, box, lr_features, (self.aux_head(lr_features), self.aux_head(hr_features))
+            aux_head = self.require_aux_head()
+            return fused, hr_logits, box, lr_features, (aux_head(lr_features), aux_head(hr_features))
         return fused, hr_logits, box, lr_features
 
     def auxiliary_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The auxiliary head on the context view (the whole input at ``context_scale``)."""
-        return self.aux_head(self.backbone(self.context_view(x)))
+        return self.require_aux_head()(self.backbone(self.context_view(x)))
 
     @staticmethod
     def _average(parts: torch.Tensor, windows, batch: int, scale: float) -> torch.Tensor:
@@ -175,6 +185,7 @@ class HRDASegmentor(EncoderDecoder):
     def _test_slide(self, x: torch.Tensor) -> torch.Tensor:
         """HRDA's test-time slide over an input larger than ``test_window``: the windows fused by
         :meth:`_forward_crop` in one batch, then averaged as ``test_merge`` says."""
+        assert self.test_window is not None and self.test_stride is not None  # set together in __init__
         windows = slide_windows(x.shape[-2], x.shape[-1], self.test_window, self.test_stride)
         logits = self._forward_crop(torch.cat([x[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in windows]))
         window_size = (windows[0][1] - windows[0][0], windows[0][3] - windows[0][2])
@@ -183,7 +194,7 @@ class HRDASegmentor(EncoderDecoder):
             return self._average(_resize(logits, window_size, self.align_corners), windows, x.shape[0], 1.0)
         return self._average(logits, windows, x.shape[0], window_size[0] / logits.shape[-2])
 
-    def forward(self, x: torch.Tensor, return_features: bool = False, train_crop: bool = False, aux: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, aux: bool = False, train_crop: bool = False):
         """``train_crop=True``: :meth:`forward_train` (so that it runs through a DDP wrapper).
         Otherwise (pseudo-labels, test) no box: inputs larger than ``test_window`` are covered by
         overlapping ``test_window`` windows at ``test_stride`` (HRDA's test-time slide), each

@@ -27,12 +27,20 @@ HRDA segmentor).
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MODES = ("whole", "slide")
+
+
+class Normalizing(Protocol):
+    """What inference needs of a segmentor besides its forward: the input normalisation."""
+
+    def normalize(self, img: torch.Tensor, value_range: float | None = None) -> torch.Tensor: ...
+
 # How an image is resized before inference: bilinear as mmcv/cv2 (the DAFormer line), or bicubic
 # with antialiasing as PIL's BICUBIC (the ADVENT/DeepLab-v2 line's loaders: AdvEnt, DAF, BAFFT, DiGA).
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -103,7 +111,7 @@ def _slide_logits(model: nn.Module, x: torch.Tensor, window, stride, align_corne
     crops = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])  # window-major: [n·B, 3, h, w]
     chunk = max_windows or crops.shape[0]
     outs = [_forward(model, crops[i:i + chunk], amp_dtype) for i in range(0, crops.shape[0], chunk)]
-    crop_size = crops.shape[-2:]
+    crop_size = (crops.shape[-2], crops.shape[-1])
     window_logits = _resize(torch.cat(outs), crop_size, align_corners)
     canvas = x.new_zeros((b, window_logits.shape[1], h, w), dtype=torch.float32)
     count = x.new_zeros((1, 1, h, w), dtype=torch.float32)
@@ -144,11 +152,11 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
         raise ValueError(f"expected images [B, 3, H, W], got {tuple(img.shape)}")
     align_corners = bool(getattr(model, "align_corners", False))
     height, width = img.shape[-2:]
-    out_size = tuple(out_size) if out_size is not None else (height, width)
+    size = (int(out_size[0]), int(out_size[1])) if out_size is not None else (height, width)
     device = next(model.parameters()).device
 
     x = resize_image(img.to(device=device), keep_ratio_size(height, width, test_scale), interpolation)
-    x = model.normalize(x, value_range=255.0)
+    x = cast(Normalizing, model).normalize(x, value_range=255.0)
 
     if scales and upsample != "logits":
         raise ValueError("multi-scale fusion (scales) fuses logits: it takes upsample='logits' only")
@@ -157,22 +165,24 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
 
     def scores(inp: torch.Tensor) -> torch.Tensor:
         if scales:
-            fused = None
+            fused: torch.Tensor | None = None
             for s in scales:
                 xs = inp if s == 1 else F.interpolate(inp, scale_factor=float(s), mode="bilinear",
                                                       align_corners=align_corners)
-                logits = _resize(_forward(model, xs, amp_dtype), out_size, align_corners)
+                logits = _resize(_forward(model, xs, amp_dtype), size, align_corners)
                 fused = logits if fused is None else torch.maximum(fused, logits)
+            assert fused is not None  # scales is not empty
             return fused
         if mode == "whole":
             logits = _forward(model, inp, amp_dtype)
         else:
+            assert window is not None and stride is not None  # checked above
             logits = _slide_logits(model, inp, tuple(window), tuple(stride), align_corners, amp_dtype,
                                    max_windows_per_forward)
         if upsample == "probabilities":
-            probs = _resize(logits.float().softmax(dim=1), out_size, align_corners)
+            probs = _resize(logits.float().softmax(dim=1), size, align_corners)
             return probs.clamp_min_(torch.finfo(probs.dtype).tiny).log_()
-        return _resize(logits, out_size, align_corners)
+        return _resize(logits, size, align_corners)
 
     logits = scores(x)
     if not flip:

@@ -98,6 +98,8 @@ class InputNormalizer(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
+    pretrained_weights: str | None = None  # the file the backbone's weights came from (set by build_model)
+
     def __init__(self, backbone: Backbone, decode_head: DecodeHead, normalization: Normalization,
                  align_corners: bool = False):
         super().__init__()
@@ -108,6 +110,11 @@ class EncoderDecoder(nn.Module):
         # A training-only second head on the same features (TigDA's CMF head), attached by the
         # method that trains it; never part of the exported network.
         self.aux_head: nn.Module | None = None
+
+    def require_aux_head(self) -> nn.Module:
+        if self.aux_head is None:
+            raise RuntimeError(f"{type(self).__name__} has no auxiliary head: the method that trains one attaches it")
+        return self.aux_head
 
     @property
     def num_classes(self) -> int:
@@ -134,13 +141,13 @@ class EncoderDecoder(nn.Module):
         losses on features, e.g. DAFormer's feature distance, through a DDP wrapper); with
         ``aux`` also the auxiliary head's logits, last."""
         features = self.extract_features(x)
-        out = [self.decode(features)]
+        out: list[torch.Tensor | list[torch.Tensor]] = [self.decode(features)]
         if return_features:
             out.append(features)
         if aux:
-            out.append(self.aux_head(features))
+            out.append(self.require_aux_head()(features))
         return tuple(out) if len(out) > 1 else out[0]
 
     def auxiliary_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The auxiliary head alone on ``x`` (e.g. TigDA's pseudo-labels from the teacher's CMF head)."""
-        return self.aux_head(self.extract_features(x))
+        return self.require_aux_head()(self.extract_features(x))

@@ -52,6 +52,7 @@ mean colour).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -216,12 +217,13 @@ class TranslatorDiscriminators(nn.Module):
 # -- losses --------------------------------------------------------------------------------------
 def lsgan_generator_loss(scores: list[torch.Tensor]) -> torch.Tensor:
     """Σ_scales mean((D(fake) − 1)²)."""
-    return sum(((s.float() - 1.0) ** 2).mean() for s in scores)
+    return cast(torch.Tensor, sum(((s.float() - 1.0) ** 2).mean() for s in scores))
 
 
 def lsgan_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """Σ_scales [mean((D(real) − 1)²) + mean(D(fake)²)]."""
-    return sum(((r.float() - 1.0) ** 2).mean() + (f.float() ** 2).mean() for r, f in zip(real, fake))
+    return cast(torch.Tensor, sum(((r.float() - 1.0) ** 2).mean() + (f.float() ** 2).mean()
+                                  for r, f in zip(real, fake)))
 
 
 def label_edge_mask(label: torch.Tensor, threshold: float = 0.1, normalized: bool = True) -> torch.Tensor:
@@ -289,7 +291,7 @@ class VGGPerceptual(nn.Module):
         while a.shape[-1] > self.max_width:
             a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
         fa, fb = self._taps(a), self._taps(b)
-        return sum(w * (x - y.detach()).abs().mean() for w, x, y in zip(PERCEPTUAL_WEIGHTS, fa, fb))
+        return cast(torch.Tensor, sum(w * (x - y.detach()).abs().mean() for w, x, y in zip(PERCEPTUAL_WEIGHTS, fa, fb)))
 
 
 # -- FDA -----------------------------------------------------------------------------------------

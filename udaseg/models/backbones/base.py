@@ -17,6 +17,8 @@ family-specific tag such as "imagenet").
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from udaseg.models.weights import load_pretrained
@@ -30,3 +32,9 @@ class Backbone(nn.Module):
 
     def load_pretrained(self, source: str) -> dict:
         return load_pretrained(self, source, what=f"backbone {type(self).__name__}")
+
+
+def timm_feature_info(body: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(channels, strides) of a timm ``features_only`` model's outputs."""
+    info: Any = body.feature_info
+    return tuple(info.channels()), tuple(info.reduction())

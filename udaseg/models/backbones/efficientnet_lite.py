@@ -80,7 +80,7 @@ from pathlib import Path
 import torch
 
 from udaseg.errors import UdasegError
-from udaseg.models.backbones.base import Backbone
+from udaseg.models.backbones.base import Backbone, timm_feature_info
 from udaseg.models.registry import BACKBONES
 from udaseg.models.weights import (
     CheckpointMismatchError,
@@ -215,8 +215,7 @@ class EfficientNetLite0(Backbone):
         self.padding = padding
         self.body = timm.create_model(TIMM_MODELS[padding], features_only=True, out_indices=(1, 2, 3, 4),
                                       output_stride=output_stride, drop_path_rate=drop_path_rate, bn_eps=BN_EPS_TF)
-        self.channels = tuple(self.body.feature_info.channels())
-        self.strides = tuple(self.body.feature_info.reduction())
+        self.channels, self.strides = timm_feature_info(self.body)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))

@@ -53,7 +53,7 @@ class MiT(MixVisionTransformer, Backbone):
         self.channels = tuple(params["embed_dims"])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_features(x)
+        return super().forward_features(x)
 
     def load_pretrained(self, source: str) -> dict:
         """``source``: a weight file/URL/hub id, or "imagenet" for smp's re-hosted ImageNet-1k

@@ -9,9 +9,11 @@ remaps the way it does for its own checkpoints), then are copied into this modul
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from udaseg.models.backbones.base import Backbone
+from udaseg.models.backbones.base import Backbone, timm_feature_info
 
 TIMM_PREFIX = "timm:"
 
@@ -27,14 +29,13 @@ class TimmBackbone(Backbone):
         self._timm_kwargs = dict(timm_kwargs)
         if out_indices is None:
             probe = timm.create_model(model_name, pretrained=False, features_only=True, **timm_kwargs)
-            reductions = probe.feature_info.reduction()
+            reductions = timm_feature_info(probe)[1]
             out_indices = tuple(i for i, r in enumerate(reductions) if r >= 4)[-4:]
             del probe
         self.out_indices = tuple(out_indices)
         self.body = timm.create_model(model_name, pretrained=False, features_only=True,
                                       out_indices=self.out_indices, **timm_kwargs)
-        self.channels = tuple(self.body.feature_info.channels())
-        self.strides = tuple(self.body.feature_info.reduction())
+        self.channels, self.strides = timm_feature_info(self.body)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
@@ -42,7 +43,8 @@ class TimmBackbone(Backbone):
     def load_pretrained(self, source: str) -> dict:
         import timm
 
-        kwargs = {} if source in ("imagenet", "timm") else {"pretrained_cfg_overlay": {"file": str(source)}}
+        kwargs: dict[str, Any] = ({} if source in ("imagenet", "timm")
+                                  else {"pretrained_cfg_overlay": {"file": str(source)}})
         if source.startswith("hf-hub:"):
             kwargs = {"pretrained_cfg_overlay": {"hf_hub_id": source[len("hf-hub:"):]}}
         donor = timm.create_model(self.model_name, pretrained=True, features_only=True,

@@ -50,6 +50,7 @@ from torch import nn
 
 from udaseg.models.heads.base import ConvModule
 from udaseg.models.heads.daformer import ASPPFusion, TokenEmbed, embed_and_fuse
+from udaseg.models.text_towers import TextTower
 
 # The reference's renaming of Cityscapes class names in the prompts.
 NAME_SUBSTITUTIONS = {"person": "pedestrian", "rider": "driver", "bicycle": "bike", "motorcycle": "scooter"}
@@ -66,13 +67,13 @@ class SharedModule:
     """Holds a module outside its owner's module tree: not in ``state_dict()`` or
     ``parameters()``, not moved by ``.to()`` (moved on use), shared by ``copy.deepcopy``."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: TextTower):
         self.module = module
 
     def __deepcopy__(self, memo):
         return self
 
-    def on(self, device: torch.device) -> nn.Module:
+    def on(self, device: torch.device) -> TextTower:
         if next(self.module.buffers(), next(self.module.parameters(), torch.empty(0))).device != device:
             self.module.to(device)
         return self.module
@@ -113,9 +114,9 @@ class CMFHead(nn.Module):
         fused_in = embed_dim * len(in_channels)
         self.fuse_layer = (ASPPFusion(fused_in, channels, tuple(dilations), separable=True) if fusion == "aspp"
                            else ConvModule(fused_in, channels, 1))
-        self.image_vector_kind = image_vector
+        self.image_vector: nn.Conv2d | nn.Linear
         if image_vector == "conv":
-            kernel = tuple(int(s) // int(in_strides[-1]) for s in image_size)
+            kernel = (int(image_size[0]) // int(in_strides[-1]), int(image_size[1]) // int(in_strides[-1]))
             self.image_vector = nn.Conv2d(in_channels[-1], channels, kernel)
         else:
             self.image_vector = nn.Linear(in_channels[-1], channels)
@@ -130,7 +131,7 @@ class CMFHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels if classifier == "3x3proj" else channels + k, k, 1)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)  # mmseg's decode-head init (conv_seg), as the reference
-        nn.init.zeros_(self.classifier.bias)
+        nn.init.zeros_(self.classifier.bias)  # type: ignore[arg-type]  # Conv2d built with bias=True
         # What does not depend on the image, computed once (not persistent: it comes from the tower).
         prompts = tower.prompt_parts(prompt_names(class_names), n_ctx)
         self.register_buffer("prompt_prefix", prompts["prefix"], persistent=False)  # [K, P, width]
@@ -142,10 +143,11 @@ class CMFHead(nn.Module):
         return embed_and_fuse(self.embed_layers, self.fuse_layer, features, self.align_corners)
 
     def image_vectors(self, last: torch.Tensor) -> torch.Tensor:
-        if self.image_vector_kind == "pool":
+        if isinstance(self.image_vector, nn.Linear):  # image_vector="pool"
             return self.image_vector(last.mean(dim=(2, 3)))
-        if tuple(last.shape[-2:]) != self.image_vector.kernel_size:  # another input size: onto the kernel's grid
-            last = F.adaptive_avg_pool2d(last, self.image_vector.kernel_size)
+        kernel = (self.image_vector.kernel_size[0], self.image_vector.kernel_size[1])
+        if tuple(last.shape[-2:]) != kernel:  # another input size: onto the kernel's grid
+            last = F.adaptive_avg_pool2d(last, kernel)
         return self.image_vector(last).flatten(1)
 
     def text_features(self, v: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ class ASPPFusion(nn.Module):
 
     def __init__(self, cin: int, channels: int, dilations: tuple[int, ...], separable: bool):
         super().__init__()
-        branches = []
+        branches: list[nn.Module] = []
         for d in dilations:
             if d == 1:
                 branches.append(ConvModule(cin, channels, 1))
@@ -95,6 +95,7 @@ class DAFormerHead(DecodeHead):
         self.align_corners = align_corners
         self.embed_layers = nn.ModuleList(TokenEmbed(c, embed_dim) for c in self.in_channels)
         fused_in = embed_dim * len(self.in_channels)
+        self.fuse_layer: nn.Module
         if fusion == "aspp":
             self.fuse_layer = ASPPFusion(fused_in, channels, tuple(dilations), separable)
         elif fusion == "conv1x1":
@@ -104,7 +105,7 @@ class DAFormerHead(DecodeHead):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        nn.init.zeros_(self.classifier.bias)  # type: ignore[arg-type]  # Conv2d built with bias=True
         self.output_stride = self.in_strides[0]
         self.embed_channels = channels
 
