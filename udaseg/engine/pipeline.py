@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from udaseg import config as config_lib
@@ -54,6 +53,7 @@ from udaseg.engine.checkpoint import load_network
 from udaseg.errors import ConfigError, UdasegError
 from udaseg.methods import steps as steps_api
 from udaseg.methods.steps import STEPS, register_step
+from udaseg.models.segmentor import EncoderDecoder
 
 STAGE_SCHEME = "stage://"
 
@@ -173,7 +173,7 @@ class StepContext(steps_api.StepContext):
     """What an offline step sees (:class:`udaseg.methods.steps.StepContext`), with the previous
     training stage's network and the base config's datasets loaded by the engine."""
 
-    def network(self, name: str | None = None) -> torch.nn.Module:
+    def network(self, name: str | None = None) -> EncoderDecoder:
         """The previous training stage's evaluated network (or ``name``), in eval mode on the device."""
         if self.source is None:
             raise UdasegError("this step comes before any training stage: it has no network to run")

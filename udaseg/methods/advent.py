@@ -34,6 +34,7 @@ see other maps (depth-weighted entropy, softmax).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,8 +114,8 @@ class Advent(Method):
     def fool(self, target_maps: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
         """Step 2's generator term Σ_l λ_l·BCE(D_l(map_l), source), through the *unwrapped* (frozen)
         discriminators, so that the gradients reach the student only."""
-        return sum(w * domain_bce(getattr(self, name)(m), SOURCE_LABEL)
-                   for name, m, w in zip(self.discriminators, target_maps, weights))
+        return cast(torch.Tensor, sum(w * domain_bce(getattr(self, name)(m), SOURCE_LABEL)
+                                      for name, m, w in zip(self.discriminators, target_maps, weights)))
 
     def train_discriminators(self, source_maps: list[torch.Tensor], target_maps: list[torch.Tensor]) -> torch.Tensor:
         """Step 3: each discriminator on its level's detached maps, source → 0, target → 1 (½ each
@@ -122,14 +123,14 @@ class Advent(Method):
         all-reduces its gradients once, in its target pass."""
         self.freeze_discriminators(False)
         half = 0.5 if self.cfg.disc_half else 1.0
-        total = 0.0
+        total: torch.Tensor | float = 0.0
         for name, src, tgt in zip(self.discriminators, source_maps, target_maps):
             for m, label, sync in ((src, SOURCE_LABEL, False), (tgt, TARGET_LABEL, True)):
                 with self.grad_sync(sync):
                     loss = half * domain_bce(self.net(name)(m.detach()), label)
                     self.backward(loss)
                 total = total + loss.detach()
-        return total
+        return cast(torch.Tensor, total)  # every method has at least one discriminator
 
     def step_all(self) -> None:
         """Step 4: the student's optimizer, then each discriminator's."""

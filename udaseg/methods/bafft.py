@@ -136,6 +136,7 @@ class BafftConfig(AdventConfig):
 @register_method("bafft")
 class Bafft(Advent):
     Config = BafftConfig
+    aim_table: torch.Tensor  # a buffer: aim_class_weights as a per-class table
 
     def __init__(self, cfg: BafftConfig, ctx: MethodContext):
         from udaseg.models.heads.deeplabv2 import DeepLabV2ASPPHead
@@ -203,14 +204,15 @@ class Bafft(Advent):
         """Push the source batch's class means of correctly predicted pixels (A.6)."""
         label = F.interpolate(label[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()
         correct = torch.where(label == logits.argmax(dim=1), label, torch.full_like(label, IGNORE_INDEX))
-        classes, vectors = [], []
+        class_parts: list[torch.Tensor] = []
+        vector_parts: list[torch.Tensor] = []
         for b in range(features.shape[0]):
             regions = image_regions(correct[b], self.stuff_ids, self.thing_ids, self.cfg.max_instances)
             pooled = masked_average(features[b], regions.masks, self.cfg.pool_eps)
             passed = self.classifier_check(pooled, regions.classes)
-            classes.append(regions.classes[passed])
-            vectors.append(pooled[passed])
-        classes, vectors = torch.cat(classes), torch.cat(vectors)
+            class_parts.append(regions.classes[passed])
+            vector_parts.append(pooled[passed])
+        classes, vectors = torch.cat(class_parts), torch.cat(vector_parts)
         if self.cfg.sync_banks and dist.is_dist():
             gathered = dist.all_gather_objects((classes.cpu(), vectors.cpu()))
             classes = torch.cat([c for c, _ in gathered]).to(features.device)

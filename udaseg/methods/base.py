@@ -31,9 +31,11 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from udaseg.data.catalog import LabelSpace
 from udaseg.models.schedule import ScheduledOptimizer, build_optimizer
+from udaseg.models.segmentor import EncoderDecoder
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Method(nn.Module):
     ddp_modules: ClassVar[tuple[str, ...]] = ("student",)
     # Which network ``eval_network()`` returns, as recorded in eval.json.
     eval_network_name: ClassVar[str] = "student"
+    student: EncoderDecoder  # the segmentation network a method trains (built by the subclass)
 
     @classmethod
     def reads_target(cls, cfg: Any) -> bool:
@@ -90,7 +93,7 @@ class Method(nn.Module):
         self.ctx = ctx
         self.optimizers: dict[str, ScheduledOptimizer] = {}
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16")
-        self._ddp: dict[str, nn.Module] = {}
+        self._ddp: dict[str, DistributedDataParallel] = {}
 
     # -- the algorithm ---------------------------------------------------------------------
     def train_step(self, source: dict, target: dict | None, it: int) -> dict[str, torch.Tensor]:
@@ -158,13 +161,11 @@ class Method(nn.Module):
         return first.lr if first is not None else 0.0
 
     def setup_distributed(self, device_ids: list[int] | None, find_unused_parameters: bool = False) -> None:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         for name in self.ddp_modules:
             module = getattr(self, name, None)  # None: a network this configuration does not build
             if module is not None and any(p.requires_grad for p in module.parameters()):
-                self._ddp[name] = DDP(module, device_ids=device_ids,
-                                      find_unused_parameters=find_unused_parameters)
+                self._ddp[name] = DistributedDataParallel(module, device_ids=device_ids,
+                                                          find_unused_parameters=find_unused_parameters)
 
     def checkpoint_state(self) -> dict:
         return {

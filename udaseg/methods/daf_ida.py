@@ -62,6 +62,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -223,7 +224,7 @@ class DafIda(Advent):
         """Logits and inverse depth of a normalised batch, both upsampled to ``size``."""
         with self.autocast():
             logits, depth = self.net("student")(img, with_depth=True)
-        up = dict(size=tuple(size), mode="bilinear", align_corners=self.student.align_corners)
+        up: dict[str, Any] = dict(size=tuple(size), mode="bilinear", align_corners=self.student.align_corners)
         return F.interpolate(logits.float(), **up), F.interpolate(depth.float(), **up)
 
     def train_step(self, source, target, it):
@@ -288,7 +289,8 @@ def predict_with_depth(model, img: torch.Tensor, test_scale=None, at_input_size:
     size = keep_ratio_size(height, width, test_scale)
     x = resize_image(img, size, interpolation)
     logits, depth = model.forward_with_depth(model.normalize(x, value_range=255.0))
-    up = dict(size=size if at_input_size else (height, width), mode="bilinear", align_corners=bool(model.align_corners))
+    up: dict[str, Any] = dict(size=size if at_input_size else (height, width), mode="bilinear",
+                              align_corners=bool(model.align_corners))
     return F.interpolate(logits.float(), **up), F.interpolate(depth.float(), **up)
 
 
@@ -328,7 +330,7 @@ def depth_rank(ctx: StepContext, cfg: DepthRankConfig) -> dict:
                "normalize": cfg.normalize, "rare_ids": cfg.rare_ids,
                "score_min": min(scores, default=None), "score_max": max(scores, default=None)}
     for part, members in (("easy", easy), ("hard", hard)):  # does the ranking separate easy from hard?
-        values = [accuracy[n] for n in members if accuracy.get(n) is not None]
+        values = [v for n in members if (v := accuracy.get(n)) is not None]
         if values:
             summary[f"{part}_pixel_accuracy"] = sum(values) / len(values)
     return summary

@@ -66,6 +66,7 @@ can log the pseudo-labels' accuracy and per-class precision; they never reach a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -269,7 +270,7 @@ class DAFormer(Method):
         use it (DDP all-reduces only when every parameter took part); 0 otherwise."""
         if not (synchronising and self._ddp and self.aux_addon is not None):
             return 0.0
-        return 0.0 * sum(p.sum() for p in self.student.aux_head.parameters())
+        return 0.0 * sum(p.sum() for p in self.student.require_aux_head().parameters())
 
     # -- diagnostics (plots only) ----------------------------------------------------------
     def observe_target_labels(self, label: torch.Tensor) -> None:
@@ -283,7 +284,7 @@ class DAFormer(Method):
         self._diag_confusion += counts.reshape(n, n).cpu()
 
     def diagnostics_row(self) -> dict:
-        row = {}
+        row: dict[str, Any] = {}
         if self._weights:
             row["pseudo_weight"] = sum(self._weights) / len(self._weights)
             self._weights = []

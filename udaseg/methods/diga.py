@@ -133,6 +133,7 @@ from udaseg.methods.steps import StepContext, register_step
 from udaseg.methods.teacher import BN_MODES, EMATeacher
 from udaseg.models.inference import infer_logits, resize_image
 from udaseg.models.schedule import ScheduledOptimizer
+from udaseg.models.segmentor import EncoderDecoder
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def multi_scale_logits(model: nn.Module, img: torch.Tensor, scales=(1.0, 0.5)) -
     return infer_logits(model, img, scales=tuple(scales))
 
 
-def embed_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_and_logits(model: EncoderDecoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, the head's ``embed`` features) of a segmentor on a normalised batch."""
     head = model.decode_head
     features = head.embed(model.extract_features(x))
@@ -399,7 +400,7 @@ class DiGATranslator(Method):
 
         self.translator = ImageTranslator(cfg.channels, cfg.res_blocks)
         self.discriminators = TranslatorDiscriminators(cfg.disc_channels, cfg.disc_scales)
-        betas = tuple(cfg.betas)
+        betas = (float(cfg.betas[0]), float(cfg.betas[1]))
         self.optimizers["main"] = ScheduledOptimizer(
             torch.optim.Adam(self.translator.parameters(), lr=cfg.lr, betas=betas), ctx.iters, power=cfg.power)
         self.optimizers["discriminator"] = ScheduledOptimizer(
@@ -525,7 +526,7 @@ class DiGA(Method):
         self.teacher = EMATeacher(self.student, alpha=cfg.ema_alpha, bn_mode=cfg.teacher_bn)
         self.augment = PhotometricAugment(tuple(cfg.jitter), cfg.jitter_p, cfg.grayscale_p, cfg.blur_p, cfg.blur_kernel,
                                           cfg.blur_sigma, cfg.sharpness, cfg.sharpness_p)
-        self.translator = None
+        self.translator: nn.Module | None = None
         if cfg.styling == "translator":
             from udaseg.models.translator import source_to_target_from_state
 
@@ -580,8 +581,11 @@ class DiGA(Method):
 
         rgb = self.student.denormalize(x).clamp(0, 1)
         if self.cfg.styling == "translator":
+            assert self.translator is not None  # built in __init__ for this styling
             styled = from_signed(self.translator(to_signed(rgb)).float())
         else:
+            if target_img is None:
+                raise ValueError("DiGA's FDA styling needs the target batch (its amplitudes style the source)")
             tgt = self.student.denormalize(target_img).clamp(0, 1)
             tgt = tgt[torch.arange(rgb.shape[0], device=tgt.device) % tgt.shape[0]]  # source i ↔ target i
             if tgt.shape[-2:] != rgb.shape[-2:]:
@@ -829,7 +833,7 @@ def diga_centroids(ctx: StepContext, cfg: DiGACentroidStepConfig) -> dict:
             for batch in ctx.batches(cfg.stream):
                 img = batch["img"]
                 if cfg.resize_to is not None:
-                    img = resize_image(img, tuple(cfg.resize_to), cfg.interpolation)
+                    img = resize_image(img, (int(cfg.resize_to[0]), int(cfg.resize_to[1])), cfg.interpolation)
                 logits, feats = embed_and_logits(model, model.normalize(img, value_range=255.0))
                 acc.add(feats[0], logits[0].argmax(0))
                 images += 1

@@ -18,7 +18,9 @@ branch, so the frozen ImageNet backbone sees the downscaled crop.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +83,8 @@ def imagenet_backbone(model_cfg, student, num_classes: int):
 
     from udaseg.models import create_model
 
-    plain = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
+    data = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg
+    plain = dict(cast(Mapping[str, Any], data))
     if plain.get("init_from") and plain.get("pretrained"):
         plain.update(init_from=None, hrda=None, depth=None)
         return create_model(plain, num_classes=num_classes).backbone

@@ -26,6 +26,7 @@ import torch
 from udaseg.data.catalog import get_label_space
 from udaseg.errors import ConfigError, UdasegError
 from udaseg.methods.registry import METHOD_MODULES
+from udaseg.models.segmentor import EncoderDecoder
 from udaseg.registry import Registry
 
 
@@ -58,7 +59,7 @@ class StepContext:
         self.cfg, self.out_dir, self.source, self.device = cfg, out_dir, source, device
         self.label_space = get_label_space(cfg.benchmark.label_space)
 
-    def network(self, name: str | None = None) -> torch.nn.Module:
+    def network(self, name: str | None = None) -> EncoderDecoder:
         """The previous training stage's evaluated network (or ``name``), in eval mode on the device."""
         raise UdasegError("this step context loads no networks (run the step through a pipeline)")
 
