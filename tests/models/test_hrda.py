@@ -55,6 +55,17 @@ def test_forward_train_shapes_and_box_mapping():
     assert not torch.allclose(fused[..., :, 9:15], far[..., :, 9:15], atol=1e-6)  # inside: the detail counts
 
 
+def test_construction_and_forward_errors_name_the_option():
+    base = create_model(TINY, num_classes=19)
+    with pytest.raises(ValueError, match="hr_crop_size must be \\(height, width\\), got \\[32, 32, 3\\]"):
+        HRDASegmentor(base, None, hr_crop_size=(32, 32, 3), fixed_attention=0.5)
+    with pytest.raises(ValueError, match="attention head or a fixed attention"):
+        HRDASegmentor(base, None)
+    model = HRDASegmentor(base, None, hr_crop_size=(32, 32), fixed_attention=0.5).eval()
+    with pytest.raises(ValueError, match="train_crop=True only"):  # was silently ignored
+        model(torch.randn(1, 3, 32, 32), aux=True)
+
+
 def test_forward_without_box_slides_detail_windows_and_test_windows():
     model = create_model({**TINY, "hrda": {"hr_crop_size": [32, 32], "hr_slide_stride": [16, 16],
                                            "test_window": [64, 64], "test_stride": [32, 32]}}, num_classes=19).eval()

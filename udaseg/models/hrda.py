@@ -203,6 +203,9 @@ class HRDASegmentor(EncoderDecoder):
         stride-4 fused logits."""
         if train_crop:
             return self.forward_train(x, aux=aux)
+        if aux:  # which view would the auxiliary head see? Only a training crop says (context and detail)
+            raise ValueError("HRDA gives the auxiliary head's logits with train_crop=True only; "
+                             "use auxiliary_logits() for the context view")
         h, w = x.shape[-2:]
         if self.test_window is not None and (h > self.test_window[0] or w > self.test_window[1]):
             fused = self._test_slide(x)
