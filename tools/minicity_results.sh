@@ -5,8 +5,9 @@
 # Each finished run's record — config.yaml, env.json, eval.json, metrics.jsonl, a few kB; no
 # checkpoints — is copied to docs/results/runs/<benchmark>/<run>/ and committed: the report is
 # written from those records, so it can be regenerated (and extended run by run) on any machine.
-# Runs with a record are skipped and interrupted ones resumed, so the script can be stopped and
-# started again. Methods can be picked with ONLY="daformer hrda" (run names below), in that order,
+# Runs with a record are skipped and interrupted ones (single runs and pipelines) resumed, so the
+# script can be stopped and started again; a run that fails leaves no record (the script goes on with
+# the queue and exits 1 at the end, naming it). Methods can be picked with ONLY="daformer hrda" (run names below), in that order,
 # and benchmarks with BENCHES="minicity_gta2cs" (e.g. to split the runs over parallel jobs).
 # On 2 CPU cores, with the ImageNet-pretrained preset (EfficientNet-Lite0), a source-only run takes
 # ~5 min and DAFormer ~12; HRDA, MIC, EBDA and TigDA cost more per step (docs/bench.md).
@@ -106,13 +107,20 @@ run_recipe() {  # name label benches args
       flock -n 8 || continue  # another copy of the script has this run
       [[ -f "$record/eval.json" ]] && { exec 8>&-; continue; }  # it finished while we looked
       if [[ ! -f "$out/eval.json" ]]; then
-        if [[ -d "$out/checkpoints" ]]; then
-          udaseg train --resume --out "$out" --quiet
+        if [[ -d "$out/checkpoints" || -d "$out/stages" ]]; then  # a run, or a pipeline, that was stopped
+          udaseg train --resume --out "$out" --quiet || true
         else
+          rm -rf "$out"  # stopped before its first checkpoint (or never started): from the beginning
           # shellcheck disable=SC2086
           udaseg train minicity_cpu $args benchmark="$bench" seed="$seed" data_root="$DATA" \
-            method.label="$label" threads="$THREADS" --out "$out" --quiet
+            method.label="$label" threads="$THREADS" --out "$out" --quiet || true
         fi
+      fi
+      if [[ ! -f "$out/eval.json" ]]; then  # failed or killed: no record; the next copy of the script retries
+        echo "minicity_results: $out did not finish (no eval.json): no record written" >&2
+        FAILED+=("$out")
+        exec 8>&-
+        continue
       fi
       rm -rf "$record.tmp" && mkdir -p "$record.tmp"
       if [[ -f "$out/pipeline.json" ]]; then  # a pipeline: every stage's record, and the step summaries
@@ -139,10 +147,17 @@ run_recipe() {  # name label benches args
     done
   done
 }
+FAILED=()
 for want in ${ONLY:-ALL}; do
   for recipe in "${RECIPES[@]}"; do
     IFS='|' read -r name label benches args <<<"$recipe"
-    [[ "$want" == ALL || "$want" == "$name" ]] && run_recipe "$name" "$label" "$benches" "$args"
+    if [[ "$want" == ALL || "$want" == "$name" ]]; then
+      run_recipe "$name" "$label" "$benches" "$args"
+    fi
   done
 done
 write_report
+if (( ${#FAILED[@]} )); then
+  echo "minicity_results: ${#FAILED[@]} run(s) did not finish: ${FAILED[*]}" >&2
+  exit 1
+fi
