@@ -7,8 +7,9 @@
 # written from those records, so it can be regenerated (and extended run by run) on any machine.
 # Runs with a record are skipped and interrupted ones (single runs and pipelines) resumed, so the
 # script can be stopped and started again; a run that fails leaves no record (the script goes on with
-# the queue and exits 1 at the end, naming it). Methods can be picked with ONLY="daformer hrda" (run names below), in that order,
-# and benchmarks with BENCHES="minicity_gta2cs" (e.g. to split the runs over parallel jobs).
+# the queue and exits 1 at the end, naming it). Methods can be picked with ONLY="daformer hrda" (run
+# names below), in that order, and benchmarks with BENCHES="minicity_gta2cs" (e.g. to split the runs
+# over parallel jobs).
 # On 2 CPU cores, with the ImageNet-pretrained preset (EfficientNet-Lite0), a source-only run takes
 # ~5 min and DAFormer ~12; HRDA, MIC, EBDA and TigDA cost more per step (docs/bench.md).
 # The records of the previous table (random-init presets, MiniCity 1.0) are in docs/results/runs_v1/.

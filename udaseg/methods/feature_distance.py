@@ -18,9 +18,7 @@ branch, so the frozen ImageNet backbone sees the downscaled crop.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +77,9 @@ def imagenet_backbone(model_cfg, student, num_classes: int):
     from another run (``model.init_from``: the demo's source-only model, a released checkpoint) its
     backbone no longer holds them, so a fresh backbone is built from ``model.pretrained``;
     otherwise it is a copy of the student's backbone as initialised (random init included)."""
-    from omegaconf import OmegaConf
+    from udaseg.models import create_model, model_config_dict
 
-    from udaseg.models import create_model
-
-    data = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg
-    plain = dict(cast(Mapping[str, Any], data))
+    plain = model_config_dict(model_cfg)
     if plain.get("init_from") and plain.get("pretrained"):
         plain.update(init_from=None, hrda=None, depth=None)
         return create_model(plain, num_classes=num_classes).backbone

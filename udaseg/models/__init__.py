@@ -11,7 +11,15 @@ normalisation conventions, :mod:`udaseg.models.optim` for parameter groups and
 """
 
 from udaseg.models.backbones import Backbone
-from udaseg.models.factory import MODEL_KEYS, create_backbone, create_head, create_model, list_backbones, list_heads
+from udaseg.models.factory import (
+    MODEL_KEYS,
+    create_backbone,
+    create_head,
+    create_model,
+    list_backbones,
+    list_heads,
+    model_config_dict,
+)
 from udaseg.models.heads import DecodeHead
 from udaseg.models.optim import param_groups
 from udaseg.models.registry import BACKBONES, HEADS
@@ -27,6 +35,6 @@ from udaseg.models.weights import (
 __all__ = [
     "BACKBONES", "HEADS", "MODEL_KEYS", "NORMALIZATIONS", "Backbone", "CheckpointMismatchError", "DecodeHead",
     "EncoderDecoder", "Normalization", "create_backbone", "create_head", "create_model", "get_normalization",
-    "list_backbones", "list_heads", "load_checkpoint", "load_pretrained", "load_state_dict_strict",
+    "list_backbones", "list_heads", "load_checkpoint", "model_config_dict", "load_pretrained", "load_state_dict_strict",
     "param_groups", "read_state_dict",
 ]

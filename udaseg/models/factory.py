@@ -55,7 +55,8 @@ MODEL_KEYS = ("name", "backbone", "head", "num_classes", "pretrained", "backbone
               "normalization", "align_corners", "hrda", "depth", "init_from")
 
 
-def _plain(cfg: Any) -> dict:
+def model_config_dict(cfg: Any) -> dict:
+    """A model config (OmegaConf node, mapping or dataclass; None: empty) as a plain, resolved dict."""
     if cfg is None:
         return {}
     try:  # OmegaConf containers
@@ -96,7 +97,7 @@ def create_head(name: str, in_channels, in_strides, num_classes: int, **options:
 
 
 def create_model(cfg: Any, *, num_classes: int | None = None) -> EncoderDecoder:
-    cfg = _plain(cfg)
+    cfg = model_config_dict(cfg)
     unknown = sorted(set(cfg) - set(MODEL_KEYS))
     if unknown:
         raise ConfigError(f"model: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(MODEL_KEYS)}")

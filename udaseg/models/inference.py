@@ -34,16 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 MODES = ("whole", "slide")
+# How an image is resized before inference: bilinear as mmcv/cv2 (the DAFormer line), or bicubic
+# with antialiasing as PIL's BICUBIC (the ADVENT/DeepLab-v2 line's loaders: AdvEnt, DAF, BAFFT, DiGA).
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 class Normalizing(Protocol):
     """What inference needs of a segmentor besides its forward: the input normalisation."""
 
     def normalize(self, img: torch.Tensor, value_range: float | None = None) -> torch.Tensor: ...
-
-# How an image is resized before inference: bilinear as mmcv/cv2 (the DAFormer line), or bicubic
-# with antialiasing as PIL's BICUBIC (the ADVENT/DeepLab-v2 line's loaders: AdvEnt, DAF, BAFFT, DiGA).
-INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 def resize_image(img: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
