@@ -233,8 +233,9 @@ def _gap_closed(group: Group, low: Group | None, high: Group | None, key: str) -
 @dataclass(frozen=True)
 class Claim:
     """A paper's claim as a comparison of two report rows on one benchmark: ``better`` (a method
-    label) beats ``than`` on the benchmark's headline metric. ``same_family``: ``than`` is taken
-    from ``better``'s model family (a source-only control), not any model."""
+    label) beats ``than`` on the benchmark's headline metric. ``than`` is the row of ``better``'s
+    model family when the benchmark has one (a label can appear with several models, e.g. the
+    controls); ``same_family``: only that row counts (a control of another network is no answer)."""
 
     text: str
     benchmark: str
@@ -247,7 +248,7 @@ class Claim:
 # runs (a pipeline's stages are labelled by stage: bafft_step2, daf+isl+ida, diga_warmup, diga_round2).
 # HRDA and MIC report Cityscapes → ACDC as well as GTA → Cityscapes, so their claims are asked on both.
 CLAIMS = (
-    Claim("DAFormer > the augmentation control", "minicity_gta2cs", "daformer", "source_only+aug"),
+    Claim("DAFormer > the augmentation control", "minicity_gta2cs", "daformer", "source_only+aug", same_family=True),
     Claim("HRDA > DAFormer (GTA)", "minicity_gta2cs", "hrda", "daformer"),
     Claim("HRDA > DAFormer (ACDC)", "minicity_cs2acdc", "hrda", "daformer"),
     Claim("MIC > DAFormer (GTA)", "minicity_gta2cs", "daformer+mic", "daformer"),
@@ -300,11 +301,10 @@ def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS) -> lis
         candidates = [g for g in candidates if g.eval_name == first_set]
         better = next((g for g in candidates if g.label == claim.better), None)
         than = None
-        if better is not None:
-            others = [g for g in candidates if g.label == claim.than]
-            if claim.same_family:
-                others = [g for g in others if model_family(g.model) == model_family(better.model)]
-            than = next(iter(others), None)
+        if better is not None:  # ``than`` of better's model family where there is one (never the first found)
+            others = sorted((g for g in candidates if g.label == claim.than), key=lambda g: g.model)
+            kin = [g for g in others if model_family(g.model) == model_family(better.model)]
+            than = next(iter(kin if kin or claim.same_family else others), None)
         rows = f"{claim.better} vs {claim.than}"
         if better is None or than is None:
             missing = claim.better if better is None else claim.than

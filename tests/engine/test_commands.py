@@ -317,11 +317,12 @@ def test_report_tables_mean_entropy_on_correct_and_wrong_pixels(tiny_run, tmp_pa
 def test_claims_table_verdicts(tiny_run, tmp_path):
     from udaseg.report import Claim, claim_verdict, claims_table, group_runs, load_run, write_report
 
-    def fake(name, label, seed, miou):
+    def fake(name, label, seed, miou, model=None):
         run = tmp_path / name
         shutil.copytree(tiny_run, run)
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["method"]["label"], cfg["seed"] = label, seed
+        cfg["model"]["name"] = model or cfg["model"]["name"]
         (run / "config.yaml").write_text(yaml.safe_dump(cfg))
         evaluation = json.loads((run / "eval.json").read_text())
         evaluation["mIoU19"] = miou
@@ -346,6 +347,16 @@ def test_claims_table_verdicts(tiny_run, tmp_path):
                                   Claim("Z > Y", bench, "bafft_step2", "advent")))
     assert any("| X > Y |" in line and "reproduced" in line for line in lines)
     assert any("not run yet (bafft_step2)" in line for line in lines)
+    # The control of another network (listed first) is never the one a claim compares with.
+    other = [fake("x0", "source_only+aug", 0, 0.10, model="deeplab"), fake("x1", "advent", 0, 0.2, model="deeplab")]
+    groups = group_runs([load_run(r) for r in other + runs])
+    assert [g.model for g in groups if g.label == "source_only+aug"][0] == "deeplab"
+    lines = claims_table(groups, (Claim("X > Y", bench, "daformer", "source_only+aug"),
+                                  Claim("X > Y'", bench, "daformer", "source_only+aug", same_family=True),
+                                  Claim("W > V", bench, "advent", "daformer"),
+                                  Claim("W > V'", bench, "advent", "daformer", same_family=True)))
+    assert [line.split(" | ")[3] for line in lines if line.startswith("| ") and " > " in line] == \
+        ["32.0 ± 2.0 vs 26.0 ± 1.0", "32.0 ± 2.0 vs 26.0 ± 1.0", "20.0 ± – vs 32.0 ± 2.0", "–"]
     text = write_report(runs, tmp_path / "r.md", claims=True).read_text()
     assert "## Claims" in text and "| DAFormer > the augmentation control | minicity_gta2cs |" in text
     assert main(["report", *map(str, runs), "--claims", "--out", str(tmp_path / "cli.md")]) == 0  # the README's command
