@@ -33,7 +33,7 @@ write_report() {
     [[ -d "$RECORDS/$bench" ]] && reports+=("$RECORDS/$bench")
   done
   udaseg report "${reports[@]}" --out "${REPORT:-docs/results/minicity.md}" --claims \
-    --title "MiniCity results" --notes docs/results/minicity_notes.md
+    --diagnoses docs/results/minicity_diagnoses.yaml --title "MiniCity results" --notes docs/results/minicity_notes.md
 }
 if [[ "${REPORT_ONLY:-0}" == 1 ]]; then
   write_report

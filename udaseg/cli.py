@@ -219,11 +219,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from udaseg.report import expand_run_dirs, write_report
+    from udaseg.report import expand_run_dirs, load_diagnoses, write_report
 
     notes = Path(args.notes).read_text() if args.notes else ""
+    diagnoses = load_diagnoses(Path(args.diagnoses)) if args.diagnoses else None
     out = write_report(expand_run_dirs(args.run_dirs), Path(args.out), title=args.title, notes=notes,
-                       claims=args.claims)
+                       claims=args.claims or diagnoses is not None, diagnoses=diagnoses)
     print(f"report written to {out}")
     return 0
 
@@ -386,6 +387,9 @@ def _add_report_command(sub) -> None:
     p.add_argument("--claims", action="store_true",
                    help="end with the claims table: each paper's claim on MiniCity, reproduced / within noise / "
                         "reversed (udaseg.report.CLAIMS)")
+    p.add_argument("--diagnoses", default=None, metavar="FILE",
+                   help="YAML mapping a claim to what the diagnostics say where it is not reproduced "
+                        "(its last column; implies --claims)")
     p.set_defaults(func=cmd_report)
 
 

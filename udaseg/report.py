@@ -287,14 +287,38 @@ def claim_verdict(better: Group, than: Group, key: str) -> tuple[str, str]:
     return f"{diff:+.1f}", f"within noise (std {spread:.1f})"
 
 
-def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS) -> list[str]:
+def load_diagnoses(path: Path, claims: tuple[Claim, ...] = CLAIMS) -> dict[str, str]:
+    """What the diagnostics say about claims MiniCity does not reproduce: a YAML mapping from a
+    claim's text (:data:`CLAIMS`) to one or two sentences (written from the run records' diagnostics,
+    by hand — nothing here is measured)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UdasegError(f"{path}: cannot read the claims' diagnoses ({e})") from e
+    if not isinstance(data, dict):
+        raise UdasegError(f"{path}: expected a mapping from claim to diagnosis, got {type(data).__name__}")
+    known = {c.text for c in claims}
+    for key, text in data.items():
+        if key not in known:
+            raise UdasegError(f"{path}: {key!r} is not a claim of the table (udaseg.report.CLAIMS)")
+        if not isinstance(text, str) or not text.strip():
+            raise UdasegError(f"{path}: the diagnosis of {key!r} must be text")
+    return {key: " ".join(text.split()) for key, text in data.items()}
+
+
+def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS,
+                 diagnoses: dict[str, str] | None = None) -> list[str]:
     """The claims section: each claim with the two rows' means, the difference and the verdict,
-    on the benchmark's headline evaluation set and metric; a claim whose rows were not run says so."""
+    on the benchmark's headline evaluation set and metric; a claim whose rows were not run says so.
+    ``diagnoses`` (:func:`load_diagnoses`) fill the last column of claims that are not reproduced."""
+    diagnoses = diagnoses or {}
     lines = ["## Claims", "",
              "Each paper's claim, answered by the rows above (headline metric of the benchmark's first "
-             "evaluation set; verdict against one standard deviation over seeds).", "",
-             "| claim | benchmark | rows | means | difference (points) | MiniCity's answer |",
-             "|---|---|---|---|---|---|"]
+             "evaluation set; verdict against one standard deviation over seeds). Where a claim is not "
+             "reproduced, the last column says what the runs' diagnostics show.", "",
+             "| claim | benchmark | rows | means | difference (points) | MiniCity's answer | diagnosis |",
+             "|---|---|---|---|---|---|---|"]
     for claim in claims:
         candidates = [g for g in groups if g.benchmark == claim.benchmark]
         first_set = candidates[0].eval_name if candidates else None
@@ -308,17 +332,18 @@ def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS) -> lis
         rows = f"{claim.better} vs {claim.than}"
         if better is None or than is None:
             missing = claim.better if better is None else claim.than
-            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | not run yet ({missing}) |")
+            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | not run yet ({missing}) | – |")
             continue
         key = better.results[0].get("metric") or "mIoU19"
         diff, verdict = claim_verdict(better, than, key)
         means = f"{_fmt(better.mean(key), better.std(key))} vs {_fmt(than.mean(key), than.std(key))}"
-        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {diff} | {verdict} |")
+        diagnosis = "–" if verdict.startswith("reproduced") else diagnoses.get(claim.text, "–")
+        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {diff} | {verdict} | {diagnosis} |")
     return lines + [""]
 
 
 def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes: str = "",
-                 claims: bool = False) -> Path:
+                 claims: bool = False, diagnoses: dict[str, str] | None = None) -> Path:
     runs = [load_run(p) for p in run_dirs]
     if not runs:
         raise UdasegError("no run directories given")
@@ -418,7 +443,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
         lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     if claims:
-        lines += claims_table(groups)
+        lines += claims_table(groups, diagnoses=diagnoses)
     out.write_text("\n".join(lines))
     return out
 

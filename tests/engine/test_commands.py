@@ -315,7 +315,7 @@ def test_report_tables_mean_entropy_on_correct_and_wrong_pixels(tiny_run, tmp_pa
 
 
 def test_claims_table_verdicts(tiny_run, tmp_path):
-    from udaseg.report import Claim, claim_verdict, claims_table, group_runs, load_run, write_report
+    from udaseg.report import Claim, claim_verdict, claims_table, group_runs, load_diagnoses, load_run, write_report
 
     def fake(name, label, seed, miou, model=None):
         run = tmp_path / name
@@ -361,3 +361,18 @@ def test_claims_table_verdicts(tiny_run, tmp_path):
     assert "## Claims" in text and "| DAFormer > the augmentation control | minicity_gta2cs |" in text
     assert main(["report", *map(str, runs), "--claims", "--out", str(tmp_path / "cli.md")]) == 0  # the README's command
     assert "| HRDA > DAFormer (GTA) | minicity_gta2cs | hrda vs daformer |" in (tmp_path / "cli.md").read_text()
+    # Diagnoses fill the last column of the claims that are not reproduced, and only those.
+    diagnoses = tmp_path / "diagnoses.yaml"
+    diagnoses.write_text("DAFormer > the augmentation control: not shown\n"
+                         "HRDA > DAFormer (GTA): |\n  the context branch\n  sees little\n")
+    assert main(["report", *map(str, runs), "--diagnoses", str(diagnoses), "--out", str(tmp_path / "d.md")]) == 0
+    text = (tmp_path / "d.md").read_text()
+    assert "| reproduced (> 1 std, 2.0) | – |" in text and "not shown" not in text
+    assert "| within noise (std 2.0) | the context branch sees little |" in text
+    assert "| not run yet (bafft_step2) | – |" in text
+    diagnoses.write_text("HRDA beats everything: no\n")
+    with pytest.raises(UdasegError, match="diagnoses.yaml: 'HRDA beats everything' is not a claim"):
+        load_diagnoses(diagnoses)
+    diagnoses.write_text("HRDA > DAFormer (GTA): [1, 2]\n")
+    with pytest.raises(UdasegError, match="the diagnosis of 'HRDA > DAFormer \\(GTA\\)' must be text"):
+        load_diagnoses(diagnoses)
