@@ -307,6 +307,19 @@ def load_diagnoses(path: Path, claims: tuple[Claim, ...] = CLAIMS) -> dict[str, 
     return {key: " ".join(text.split()) for key, text in data.items()}
 
 
+def class_changes(better: Group, than: Group, n: int = 2) -> str:
+    """The ``n`` largest per-class IoU gains and losses of ``better`` over ``than`` (group means,
+    points), e.g. "terrain +29.5, traffic sign +11.3; truck −8.0, car −4.4"; "–" where none."""
+    diffs = []
+    for name in better.results[0].get("per_class_iou", {}):
+        a, b = better.class_mean(name), than.class_mean(name)
+        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
+            diffs.append(((a - b) * 100, name))
+    gains = [f"{name} {d:+.1f}" for d, name in sorted(diffs, reverse=True)[:n] if d >= 0.05]
+    losses = [f"{name} {d:+.1f}".replace("-", "−") for d, name in sorted(diffs)[:n] if d <= -0.05]
+    return "; ".join(part for part in (", ".join(gains), ", ".join(losses)) if part) or "–"
+
+
 def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS,
                  diagnoses: dict[str, str] | None = None) -> list[str]:
     """The claims section: each claim with the two rows' means, the difference and the verdict,
@@ -316,9 +329,11 @@ def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS,
     lines = ["## Claims", "",
              "Each paper's claim, answered by the rows above (headline metric of the benchmark's first "
              "evaluation set; verdict against one standard deviation over seeds). Where a claim is not "
-             "reproduced, the last column says what the runs' diagnostics show.", "",
-             "| claim | benchmark | rows | means | difference (points) | MiniCity's answer | diagnosis |",
-             "|---|---|---|---|---|---|---|"]
+             "reproduced, the last column says what the runs' diagnostics show; the column before it "
+             "lists the largest per-class IoU gains and losses (points, means over seeds).", "",
+             "| claim | benchmark | rows | means | difference (points) | MiniCity's answer | largest class changes "
+             "| diagnosis |",
+             "|---|---|---|---|---|---|---|---|"]
     for claim in claims:
         candidates = [g for g in groups if g.benchmark == claim.benchmark]
         first_set = candidates[0].eval_name if candidates else None
@@ -332,13 +347,14 @@ def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS,
         rows = f"{claim.better} vs {claim.than}"
         if better is None or than is None:
             missing = claim.better if better is None else claim.than
-            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | not run yet ({missing}) | – |")
+            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | not run yet ({missing}) | – | – |")
             continue
         key = better.results[0].get("metric") or "mIoU19"
         diff, verdict = claim_verdict(better, than, key)
         means = f"{_fmt(better.mean(key), better.std(key))} vs {_fmt(than.mean(key), than.std(key))}"
         diagnosis = "–" if verdict.startswith("reproduced") else diagnoses.get(claim.text, "–")
-        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {diff} | {verdict} | {diagnosis} |")
+        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {diff} | {verdict} "
+                     f"| {class_changes(better, than)} | {diagnosis} |")
     return lines + [""]
 
 

@@ -314,6 +314,20 @@ def test_report_tables_mean_entropy_on_correct_and_wrong_pixels(tiny_run, tmp_pa
     assert row[3] == f"{(1.5 + 1.75) / 2:.3f} ± {np.std([1.5, 1.75], ddof=1):.3f}"
 
 
+def test_claim_class_changes_are_the_largest_gains_and_losses_of_the_means():
+    from udaseg.report import Group, class_changes
+
+    def group(label, *per_class):
+        return Group("b", "val", label, "m", results=[{"per_class_iou": pc} for pc in per_class])
+
+    better = group("x", {"road": 0.9, "pole": 0.30, "sky": 0.5, "bus": 0.1, "train": None},
+                   {"road": 0.8, "pole": 0.20, "sky": 0.5, "bus": 0.3, "train": 0.2})  # means .85 .25 .5 .2 .2
+    than = group("y", {"road": 0.9, "pole": 0.10, "sky": 0.6, "bus": 0.2, "train": None})
+    assert class_changes(better, than) == "pole +15.0; sky −10.0, road −5.0"  # bus ±0 and train (no score) left out
+    assert class_changes(better, than, n=1) == "pole +15.0; sky −10.0"
+    assert class_changes(than, than) == "–"
+
+
 def test_claims_table_verdicts(tiny_run, tmp_path):
     from udaseg.report import Claim, claim_verdict, claims_table, group_runs, load_diagnoses, load_run, write_report
 
@@ -367,9 +381,9 @@ def test_claims_table_verdicts(tiny_run, tmp_path):
                          "HRDA > DAFormer (GTA): |\n  the context branch\n  sees little\n")
     assert main(["report", *map(str, runs), "--diagnoses", str(diagnoses), "--out", str(tmp_path / "d.md")]) == 0
     text = (tmp_path / "d.md").read_text()
-    assert "| reproduced (> 1 std, 2.0) | – |" in text and "not shown" not in text
-    assert "| within noise (std 2.0) | the context branch sees little |" in text
-    assert "| not run yet (bafft_step2) | – |" in text
+    assert "| reproduced (> 1 std, 2.0) | – | – |" in text and "not shown" not in text  # same classes: no change
+    assert "| within noise (std 2.0) | – | the context branch sees little |" in text
+    assert "| not run yet (bafft_step2) | – | – |" in text
     diagnoses.write_text("HRDA beats everything: no\n")
     with pytest.raises(UdasegError, match="diagnoses.yaml: 'HRDA beats everything' is not a claim"):
         load_diagnoses(diagnoses)
