@@ -113,6 +113,9 @@ def load_run(path: Path) -> Run:
         raise UdasegError(f"{path}: the run has no eval.json (unfinished? resume it with udaseg train --resume)")
     cfg = yaml.safe_load(cfg_path.read_text())
     evaluation = json.loads(eval_path.read_text())
+    if evaluation.get("network", "") is None:
+        raise UdasegError(f"{path}: the run trains no segmentation network ({evaluation.get('note', 'no result')}): "
+                          "nothing to report")
     metrics = []
     if (path / "metrics.jsonl").exists():
         metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -135,11 +138,16 @@ def is_pipeline_dir(path: Path) -> bool:
     return (Path(path) / "pipeline.json").exists()
 
 
+def _segments(eval_path: Path) -> bool:
+    """Whether a finished run's ``eval.json`` holds a segmentation result (a stage that trains no
+    segmentation network, e.g. DiGA's translator, writes ``"network": null`` and nothing to report)."""
+    return json.loads(Path(eval_path).read_text()).get("network") is not None
+
+
 def stage_run_dirs(path: Path) -> list[Path]:
     """The training stages' run directories of a pipeline run that finished with a segmentation
     result (not, e.g., a translator stage)."""
-    return sorted(p.parent for p in (Path(path) / "stages").glob("*/eval.json")
-                  if json.loads(p.read_text()).get("network") is not None)
+    return sorted(p.parent for p in (Path(path) / "stages").glob("*/eval.json") if _segments(p))
 
 
 def expand_run_dirs(paths: list) -> list[Path]:
@@ -154,7 +162,7 @@ def expand_run_dirs(paths: list) -> list[Path]:
             found.append(path)
         elif path.is_dir():
             inner = sorted(p.parent for p in path.rglob("eval.json")
-                           if (p.parent / "config.yaml").exists() and not is_pipeline_dir(p.parent))
+                           if (p.parent / "config.yaml").exists() and not is_pipeline_dir(p.parent) and _segments(p))
             if not inner:
                 raise UdasegError(f"{path}: no run directory (with config.yaml and eval.json) in it")
             found += inner

@@ -487,6 +487,15 @@ def test_translator_warmup_pseudo_labels_centroids_selftrain_pipeline(minicity_s
     assert final["network"] == "student" and final["mIoU19"] is not None
     assert json.loads((run / "eval.json").read_text())["stage"] == "round1"
 
+    # Reports skip the translator stage (no segmentation result), given the pipeline or a folder of runs.
+    from udaseg.errors import UdasegError
+    from udaseg.report import expand_run_dirs, load_run, write_report
+
+    assert expand_run_dirs([run]) == expand_run_dirs([tmp_path]) == [stage_dir / "02_warmup", stage_dir / "05_round1"]
+    assert "| translator+warmup+round1 |" in write_report(expand_run_dirs([tmp_path]), tmp_path / "r.md").read_text()
+    with pytest.raises(UdasegError, match="01_translator: the run trains no segmentation network"):
+        load_run(stage_dir / "01_translator")
+
 
 def test_dg_mode_never_reads_a_target_training_image(tiny_train_args, tmp_path, monkeypatch):
     """diga_dg on minicity_gta_dg: the only training split opened is GTA's; every MiniCity target
