@@ -324,7 +324,7 @@ def class_changes(better: Group, than: Group, n: int = 2) -> str:
         if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
             diffs.append(((a - b) * 100, name))
     gains = [f"{name} {d:+.1f}" for d, name in sorted(diffs, reverse=True)[:n] if d >= 0.05]
-    losses = [f"{name} {d:+.1f}".replace("-", "−") for d, name in sorted(diffs)[:n] if d <= -0.05]
+    losses = [f"{name} −{-d:.1f}" for d, name in sorted(diffs)[:n] if d <= -0.05]
     return "; ".join(part for part in (", ".join(gains), ", ".join(losses)) if part) or "–"
 
 
