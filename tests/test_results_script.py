@@ -59,6 +59,29 @@ def test_every_run_of_the_results_script_composes(name, bench, args, tmp_path):
         assert len(plan(cfg, tmp_path / "run")) >= 2
 
 
+def test_every_claim_is_answered_by_rows_the_results_script_makes(tmp_path):
+    """Each claim of the claims table names two (benchmark table, label) rows that the campaign
+    produces — with the label the script gives each run and each pipeline stage's own — so no claim
+    stays "not run yet" for a misspelt label or a table in another label space."""
+    from omegaconf import OmegaConf
+
+    from udaseg.engine.pipeline import plan
+    from udaseg.report import CLAIMS, benchmark_name, method_label
+
+    labels = dict(re.findall(r'^  "(\w[^|]*)\|([^|]+)\|', SCRIPT.read_text(), flags=re.M))
+    rows = set()
+    for name, bench, args in RESULTS_RECIPES:
+        cfg = config_lib.compose(["minicity_cpu", *args.split(), f"benchmark={bench}", "seed=0", "threads=1",
+                                  f"method.label={labels[name]}"])
+        trained = [c for s, c in plan(cfg, tmp_path / "run") if not s.is_step] if cfg.get("stages") else [cfg]
+        for c in trained:
+            c = OmegaConf.to_container(c, resolve=True)
+            rows.add((benchmark_name(c), method_label(c)))
+    for claim in CLAIMS:
+        assert (claim.benchmark, claim.better) in rows, claim.text
+        assert (claim.benchmark, claim.than) in rows, claim.text
+
+
 def test_report_only_writes_the_page_from_the_records(tmp_path):
     """REPORT_ONLY=1: no data, no runs — the report (with the claims table) from the committed records."""
     records = ROOT / "docs" / "results" / "runs" / "minicity_gta2cs"
