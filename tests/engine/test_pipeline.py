@@ -295,5 +295,6 @@ def test_pseudo_labels_at_the_network_input_size(tiny_run, tmp_path):
     expected = infer_logits(ctx.network(), first["img"], test_scale=[64, 32], out_size=(h // 2, w // 2)).argmax(1)[0]
     assert written.shape == (h // 2, w // 2) and np.array_equal(written, expected.numpy().astype(np.uint8))
     assert 0.0 <= summary["accuracy_vs_labels"] <= 1.0
+    assert list(summary["per_class"]) == list(ctx.label_space.classes)  # labelled / correct / precision per class
     view = StageView(ctx.dataset("target"), labels_from=str(tmp_path / "pseudo_labels"))
     assert view[0]["label"].shape == (h, w)  # nearest back to the image for the training transforms

@@ -11,7 +11,7 @@ from torch import nn
 
 from udaseg.methods.feature_distance import downscale_label_ratio, feature_distance
 from udaseg.methods.mixing import class_masks, mix
-from udaseg.methods.pseudo_labels import crop_pseudo_weight, pseudo_label
+from udaseg.methods.pseudo_labels import PseudoLabelScore, crop_pseudo_weight, pseudo_label
 from udaseg.methods.teacher import EMATeacher, dropout_off, ema_alpha
 
 
@@ -167,3 +167,23 @@ def test_block_mask_ratio_blocks_and_nearest_upsampling():
 def test_pseudo_label_crop_must_leave_rows():
     with pytest.raises(ValueError, match="leaves nothing"):
         crop_pseudo_weight(torch.ones(1, 10, 3), ignore_top=4, ignore_bottom=6)
+
+
+def test_pseudo_label_score_by_hand():
+    """Offline pseudo-label diagnostics: per ground-truth class the fraction labelled and labelled
+    correctly, per pseudo-label class the precision; ignore pixels of either side handled."""
+    score = PseudoLabelScore(["a", "b", "c"])
+    gt = torch.tensor([[0, 0, 0, 0], [1, 1, 255, 2]])
+    pseudo = torch.tensor([[0, 0, 1, 255], [1, 0, 1, 255]])
+    score.update(pseudo, gt)
+    # a: 4 px, 3 labelled (0, 0, 1), 2 correct; b: 2 px, both labelled (1, 0), 1 correct; c: 1 px, unlabelled.
+    # given: a ← 3 (two a, one b), b ← 2 (one a, one b); the gt-ignore pixel labelled b is not counted.
+    assert score.summary() == {
+        "accuracy_vs_labels": 3 / 5,
+        "per_class": {"a": {"labelled": 0.75, "correct": 0.5, "precision": round(2 / 3, 4)},
+                      "b": {"labelled": 1.0, "correct": 0.5, "precision": 0.5},
+                      "c": {"labelled": 0.0, "correct": 0.0, "precision": None}}}
+    half = PseudoLabelScore(["a", "b", "c"])
+    half.update(torch.tensor([[1]]), torch.tensor([[1, 1], [1, 1]]))  # labels at the pseudo-labels' size (nearest)
+    assert half.summary()["per_class"]["b"] == {"labelled": 1.0, "correct": 1.0, "precision": 1.0}
+    assert PseudoLabelScore(["a"]).summary() == {}

@@ -13,8 +13,9 @@ train-id PNG per image into ``pseudo_labels/`` (never the whole split in memory)
 =====================  ======================================================================
 
 Its ``summary.json`` gives the fraction of pixels labelled and, when the split has labels (as
-MiniCity's do), the pseudo-labels' pixel accuracy on the labelled pixels — a diagnostic for the
-report only: no stage reads it.
+MiniCity's do), the pseudo-labels' pixel accuracy on the labelled pixels and per class the fraction
+labelled, labelled correctly, and the precision (``PseudoLabelScore``) — diagnostics for the report
+only: no stage reads them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from udaseg.methods.pseudo_labels import classwise_thresholds, confidence_histogram
+from udaseg.methods.pseudo_labels import PseudoLabelScore, classwise_thresholds, confidence_histogram
 from udaseg.methods.steps import StepContext, register_step
 from udaseg.models.inference import infer_logits, keep_ratio_size
 
@@ -71,7 +72,8 @@ def pseudo_labels(ctx: StepContext, cfg: PseudoLabelStepConfig) -> dict:
             conf, pred = _probabilities(model, batch, cfg).max(dim=0)
             hist += confidence_histogram(conf, pred, n, cfg.bins)
         thresholds = classwise_thresholds(hist, cap=cfg.cap).float()
-    labelled = total = correct = scored = images = 0
+    labelled = total = images = 0
+    score = PseudoLabelScore(ctx.label_space.classes)
     for batch in ctx.batches(cfg.stream, labels=True):
         images += 1
         conf, pred = _probabilities(model, batch, cfg).max(dim=0)
@@ -81,16 +83,9 @@ def pseudo_labels(ctx: StepContext, cfg: PseudoLabelStepConfig) -> dict:
         labelled += int(keep.sum())
         total += keep.numel()
         if "label" in batch:  # diagnostics only (at the pseudo-labels' size)
-            gt = batch["label"][0]
-            if gt.shape != label.shape:
-                gt = torch.nn.functional.interpolate(gt[None, None].float(), size=tuple(label.shape),
-                                                     mode="nearest")[0, 0].long()
-            valid = keep & (gt != 255)
-            correct += int((label[valid] == gt[valid]).sum())
-            scored += int(valid.sum())
-    summary = {"images": images, "rule": cfg.rule, "labelled_fraction": labelled / max(total, 1)}
-    if scored:
-        summary["accuracy_vs_labels"] = correct / scored
+            score.update(label, batch["label"][0])
+    summary = {"images": images, "rule": cfg.rule, "labelled_fraction": labelled / max(total, 1),
+               **score.summary()}
     if cfg.rule == "classwise_median":
         summary["thresholds"] = {c: round(float(t), 4) for c, t in zip(ctx.label_space.classes, thresholds)}
     return summary

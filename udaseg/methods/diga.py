@@ -129,6 +129,7 @@ from udaseg.methods import register_method
 from udaseg.methods.base import Method, MethodConfig, MethodContext
 from udaseg.methods.losses import seg_cross_entropy, upsample_to
 from udaseg.methods.mixing import mix
+from udaseg.methods.pseudo_labels import PseudoLabelScore
 from udaseg.methods.steps import StepContext, register_step
 from udaseg.methods.teacher import BN_MODES, EMATeacher
 from udaseg.models.inference import infer_logits, resize_image
@@ -784,24 +785,19 @@ def diga_pseudo_labels(ctx: StepContext, cfg: DiGAPseudoLabelStepConfig) -> dict
     per image written at once (§7.1)."""
     model = ctx.network(cfg.network)
     n = ctx.label_space.num_classes
-    images = correct = scored = 0
+    images = 0
     counts = torch.zeros(n, dtype=torch.int64)
+    score = PseudoLabelScore(ctx.label_space.classes, ignore=IGNORE_INDEX)
     for batch in ctx.batches(cfg.stream, labels=True):
         label = multi_scale_logits(model, batch["img"], tuple(cfg.scales)).argmax(1)[0]
         ctx.write_label(batch["name"][0], label)
         counts += torch.bincount(label.flatten().cpu(), minlength=n)
         images += 1
         if "label" in batch:  # diagnostics only
-            gt = batch["label"][0]
-            valid = gt != IGNORE_INDEX
-            correct += int((label[valid] == gt[valid]).sum())
-            scored += int(valid.sum())
-    summary = {"images": images, "scales": list(cfg.scales),
-               "class_fraction": {c: round(float(k) / max(int(counts.sum()), 1), 5)
-                                  for c, k in zip(ctx.label_space.classes, counts)}}
-    if scored:
-        summary["accuracy_vs_labels"] = correct / scored
-    return summary
+            score.update(label, batch["label"][0])
+    return {"images": images, "scales": list(cfg.scales),
+            "class_fraction": {c: round(float(k) / max(int(counts.sum()), 1), 5)
+                               for c, k in zip(ctx.label_space.classes, counts)}, **score.summary()}
 
 
 @dataclass

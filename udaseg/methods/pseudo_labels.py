@@ -87,3 +87,50 @@ def classwise_thresholds(hist: torch.Tensor, cap: float = 0.9) -> torch.Tensor:
     median_bin = (cumulative <= rank[:, None]).sum(dim=1).clamp(max=bins - 1)
     tau = (median_bin.to(torch.float64) / bins).clamp(max=cap)
     return torch.where(total > 0, tau, torch.zeros_like(tau))
+
+
+class PseudoLabelScore:
+    """Diagnostics of an offline pseudo-label split against its (held-back) labels, for the
+    report only — no stage reads them. Counts, per ground-truth class c, its pixels, those given any
+    pseudo-label, those labelled c, and per pseudo-label class the pixels it was given; pixels whose
+    label is ``ignore`` are not counted, unlabelled pseudo-label pixels carry ``ignore`` too."""
+
+    def __init__(self, classes: list[str] | tuple[str, ...], ignore: int = 255):
+        self.classes, self.ignore = list(classes), ignore
+        n = len(self.classes)
+        self.gt = torch.zeros(n, dtype=torch.int64)  # ground-truth pixels of c
+        self.labelled = torch.zeros(n, dtype=torch.int64)  # ... given a pseudo-label
+        self.correct = torch.zeros(n, dtype=torch.int64)  # ... labelled c
+        self.given = torch.zeros(n, dtype=torch.int64)  # pixels (with a ground truth) labelled c
+
+    def update(self, pseudo: torch.Tensor, gt: torch.Tensor) -> None:
+        """One image: ``pseudo`` [H,W] (``ignore`` = no label) and its labels ``gt``, resized
+        (nearest) to the pseudo-labels' size when they differ."""
+        if gt.shape != pseudo.shape:
+            gt = torch.nn.functional.interpolate(gt[None, None].float(), size=tuple(pseudo.shape),
+                                                 mode="nearest")[0, 0].long()
+        gt, pseudo = gt.flatten().cpu(), pseudo.flatten().cpu()
+        n = len(self.classes)
+        valid = gt != self.ignore
+        kept = valid & (pseudo != self.ignore)
+        self.gt += torch.bincount(gt[valid], minlength=n)
+        self.labelled += torch.bincount(gt[kept], minlength=n)
+        self.correct += torch.bincount(gt[kept & (pseudo == gt)], minlength=n)
+        self.given += torch.bincount(pseudo[kept], minlength=n)
+
+    def summary(self) -> dict:
+        """``accuracy_vs_labels`` (correct / labelled pixels, over all classes) and ``per_class``:
+        of each class's pixels the fraction ``labelled`` and ``correct`` (labelled as that class), and
+        the ``precision`` of the pseudo-label class (None where it was never given / never occurs)."""
+        scored = int(self.labelled.sum())
+        if not scored:
+            return {}
+
+        def ratio(a: torch.Tensor, b: torch.Tensor) -> float | None:
+            return round(int(a) / int(b), 4) if int(b) else None
+
+        return {"accuracy_vs_labels": int(self.correct.sum()) / scored,
+                "per_class": {c: {"labelled": ratio(self.labelled[i], self.gt[i]),
+                                  "correct": ratio(self.correct[i], self.gt[i]),
+                                  "precision": ratio(self.correct[i], self.given[i])}
+                              for i, c in enumerate(self.classes)}}
