@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -446,6 +447,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str = "Results", notes:
                 lines += [f"![{picture.stem}]({pictures.name}/{picture.name})", ""]
         lines += _similar_pairs_table(bench_groups, classes)
         lines += _pseudo_label_precision_table(bench_groups, classes)
+        lines += _offline_pseudo_label_table(bench_groups, classes)
         diagnostics = _plot_pseudo_labels(bench_groups, pictures / f"{stem}_pseudo_labels.png")
         if diagnostics is not None:
             lines += ["Pseudo-labels of the self-training methods over training, against the target's training "
@@ -501,6 +503,64 @@ def _pseudo_label_precision_table(groups: list[Group], classes: list[str]) -> li
     return ["Per-class precision (%) of the pseudo-labels over the last quarter of training (the share of "
             "the pixels pseudo-labelled c whose target label is c; diagnostics only, never used in training):", "",
             "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes), *rows, ""]
+
+
+def _offline_pseudo_label_steps(run: Run) -> list[tuple[str, dict]]:
+    """(step folder, summary) of the offline pseudo-label steps whose labels a pipeline stage
+    trained on: the step folders its config names (``…/stages/NN_step/pseudo_labels``) that wrote a
+    summary scored against the split's labels."""
+    if run.path.parent.name != "stages":
+        return []
+    text = (run.path / "config.yaml").read_text()
+    found = []
+    for folder in dict.fromkeys(re.findall(r"stages/(\d+_[\w.-]+)/pseudo_labels", text)):
+        summary_path = run.path.parent / folder / "summary.json"
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            if summary.get("accuracy_vs_labels") is not None:
+                found.append((folder, summary))
+    return found
+
+
+def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list[str]:
+    """The offline pseudo-labels each pipeline stage trained on, against the split's labels (means
+    over seeds): the fraction of pixels labelled, their accuracy and per class the precision / the
+    share of the class's pixels labelled correctly."""
+    rows = []
+    for g in groups:
+        steps: dict[str, list[dict]] = defaultdict(list)
+        for run in g.runs:
+            for folder, summary in _offline_pseudo_label_steps(run):
+                steps[folder].append(summary)
+        for folder, summaries in steps.items():
+            def mean(values: list) -> float | None:
+                values = [v for v in values if v is not None]
+                return statistics.fmean(values) if values else None
+
+            def pct(v: float | None) -> str:
+                return "–" if v is None else f"{v * 100:.0f}"
+
+            labelled = mean([s.get("labelled_fraction", 1.0) for s in summaries])
+            accuracy = mean([s["accuracy_vs_labels"] for s in summaries])
+            cells = []
+            for c in classes:
+                per_class = [s["per_class"].get(c) for s in summaries if isinstance(s.get("per_class"), dict)]
+                per_class = [v for v in per_class if v]
+                if not per_class:
+                    cells.append("–")
+                    continue
+                cells.append(f"{pct(mean([v['precision'] for v in per_class]))}/"
+                             f"{pct(mean([v['correct'] for v in per_class]))}")
+            rows.append(f"| {g.name} | {folder} | {len(summaries)} | {pct(labelled)} | {pct(accuracy)} | "
+                        + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["Offline pseudo-labels each pipeline stage trained on, against the target's training labels "
+            "(diagnostics only; means over seeds): the share of pixels labelled, their accuracy, and per "
+            "class the precision of the pseudo-label / the share of the class's pixels labelled correctly "
+            "(%; \"–/0\": no pixel was given that label; \"–\" per class: not recorded by that run).", "",
+            "| method | step | seeds | labelled | accuracy | " + " | ".join(classes) + " |",
+            "|---|---|---|---|---|" + "---|" * len(classes), *rows, ""]
 
 
 # Classes that look alike and that TigDA's text guidance means to separate (its paper's examples,

@@ -261,6 +261,33 @@ def test_report_tables_pseudo_label_precision_over_the_last_quarter(tiny_run, tm
     assert row.split(" | ")[1] == "70" and row.split(" | ")[13] == "–"  # road (0.8 + 0.6)/2; rider never labelled
 
 
+def test_report_tables_the_offline_pseudo_labels_a_pipeline_stage_trained_on(tiny_run, tmp_path):
+    """A pipeline stage whose config names a step's pseudo_labels folder gets a row with that step's
+    summary (means over seeds); per class precision / correct, "–" where a label was never given."""
+    from udaseg.report import write_report
+
+    stages = []
+    for seed, (road, labelled) in enumerate((({"precision": 0.9, "correct": 0.4}, 0.4),
+                                             ({"precision": 0.8, "correct": 0.6}, 0.6))):
+        stage = tmp_path / f"pipe{seed}" / "stages" / "03_isl"
+        shutil.copytree(tiny_run, stage)
+        cfg = yaml.safe_load((stage / "config.yaml").read_text())
+        cfg["seed"] = seed
+        cfg["benchmark"]["target"]["pseudo_labels"] = f"/elsewhere/pipe{seed}/stages/02_pseudo/pseudo_labels"
+        (stage / "config.yaml").write_text(yaml.safe_dump(cfg))
+        step = stage.parent / "02_pseudo"
+        step.mkdir()
+        per_class = {"road": road, "sky": {"precision": None, "correct": 0.0}} if seed == 0 else {"road": road}
+        (step / "summary.json").write_text(json.dumps(
+            {"labelled_fraction": labelled, "accuracy_vs_labels": 0.8 + 0.1 * seed, "per_class": per_class}))
+        stages.append(stage)
+    text = write_report(stages, tmp_path / "r.md").read_text()
+    table = text[text.index("Offline pseudo-labels"):].splitlines()
+    cells = next(line for line in table if line.startswith("| source_only |")).strip("| ").split(" | ")
+    assert cells[1:5] == ["02_pseudo", "2", "50", "85"]  # labelled (40 + 60)/2, accuracy (80 + 90)/2
+    assert cells[5] == "85/50" and cells[15] == "–/0" and cells[6] == "–"  # road, sky (never given), sidewalk
+
+
 def _fake_seed_runs(tiny_run, tmp_path, edit):
     """Two copies of ``tiny_run`` (seeds 0 and 1) whose eval rows ``edit(row, seed)`` changes."""
     runs = []
