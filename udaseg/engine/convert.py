@@ -49,8 +49,6 @@ def convert_checkpoint(source: str | Path, out: str | Path, config_args: list[st
     ``env.json`` records under ``converted_from``. ``config_args`` compose the config as for
     ``udaseg train`` (``model=…``, ``benchmark=…``, other ``key=value``). The student must
     convert; other ``networks`` are converted where the file holds them."""
-    from omegaconf import OmegaConf
-
     from udaseg.data.catalog import get_label_space
     from udaseg.engine.trainer import environment
     from udaseg.models import create_model
@@ -69,7 +67,7 @@ def convert_checkpoint(source: str | Path, out: str | Path, config_args: list[st
     num_classes = get_label_space(cfg.benchmark.label_space).num_classes
     modules, found, used_layout, skipped = {}, [], None, {}
     for network in networks:
-        model = create_model(OmegaConf.to_container(cfg.model, resolve=True), num_classes=num_classes)
+        model = create_model(cfg.model, num_classes=num_classes)  # the factory resolves the config itself
         try:
             weights, used_layout = convert_reference(checkpoint, model, network=network, layout=layout,
                                                      source=str(source))
