@@ -526,6 +526,13 @@ def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list
     """The offline pseudo-labels each pipeline stage trained on, against the split's labels (means
     over seeds): the fraction of pixels labelled, their accuracy and per class the precision / the
     share of the class's pixels labelled correctly."""
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else None
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v * 100:.0f}"
+
     rows = []
     for g in groups:
         steps: dict[str, list[dict]] = defaultdict(list)
@@ -533,13 +540,6 @@ def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list
             for folder, summary in _offline_pseudo_label_steps(run):
                 steps[folder].append(summary)
         for folder, summaries in steps.items():
-            def mean(values: list) -> float | None:
-                values = [v for v in values if v is not None]
-                return statistics.fmean(values) if values else None
-
-            def pct(v: float | None) -> str:
-                return "–" if v is None else f"{v * 100:.0f}"
-
             labelled = mean([s.get("labelled_fraction", 1.0) for s in summaries])
             accuracy = mean([s["accuracy_vs_labels"] for s in summaries])
             cells = []
