@@ -100,7 +100,7 @@ from udaseg.methods.feature_banks import (
     resolve_class_split,
     separation_loss,
 )
-from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.losses import nearest_labels, seg_cross_entropy
 
 # The step's weight of the aggregation terms when ``cls_lambda`` / ``ins_lambda`` are null (A.11).
 AGGREGATION_LAMBDA = {1: 0.01, 2: 0.001}
@@ -202,7 +202,7 @@ class Bafft(Advent):
     @torch.no_grad()
     def fill_banks(self, features: torch.Tensor, logits: torch.Tensor, label: torch.Tensor) -> None:
         """Push the source batch's class means of correctly predicted pixels (A.6)."""
-        label = F.interpolate(label[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()
+        label = nearest_labels(label, features.shape[-2:])
         correct = torch.where(label == logits.argmax(dim=1), label, torch.full_like(label, IGNORE_INDEX))
         class_parts: list[torch.Tensor] = []
         vector_parts: list[torch.Tensor] = []

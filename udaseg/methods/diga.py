@@ -127,7 +127,7 @@ from torch import nn
 from udaseg.data.catalog import IGNORE_INDEX
 from udaseg.methods import register_method
 from udaseg.methods.base import Method, MethodConfig, MethodContext
-from udaseg.methods.losses import seg_cross_entropy, upsample_to
+from udaseg.methods.losses import nearest_labels, seg_cross_entropy, upsample_to
 from udaseg.methods.mixing import mix
 from udaseg.methods.pseudo_labels import PseudoLabelScore
 from udaseg.methods.steps import StepContext, register_step
@@ -255,13 +255,6 @@ def class_means(features: torch.Tensor, label: torch.Tensor, pred: torch.Tensor,
     return means, ok
 
 
-def nearest_label_at_grid(labels: torch.Tensor, size) -> torch.Tensor:
-    """Nearest-neighbour downsampling of int maps [B, H, W] to the feature grid ``size``."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
-
-
 class PrototypeBank(nn.Module):
     """Class prototypes [C, D] (fp32 buffer: saved in checkpoints for resuming, not an artefact),
     updated by EMA with ``momentum`` (§8.3). A class mean that is the zero vector is never folded
@@ -298,7 +291,7 @@ class PrototypeBank(nn.Module):
         """One EMA step per image and class with ≥ ``min_pixels`` pixels in {label = c} ∩ {pred = c}
         (``label`` at the crop or the feature grid, downsampled nearest; ``pred`` at the grid).
         Returns the number of class updates."""
-        label = nearest_label_at_grid(label, features.shape[-2:])
+        label = nearest_labels(label, features.shape[-2:])
         updates = 0
         for f, lab, p in zip(features, label, pred):
             means, ok = class_means(f, lab, p, self.num_classes, self.min_pixels, self.skip_zero_sum)
@@ -787,7 +780,7 @@ def diga_pseudo_labels(ctx: StepContext, cfg: DiGAPseudoLabelStepConfig) -> dict
     n = ctx.label_space.num_classes
     images = 0
     counts = torch.zeros(n, dtype=torch.int64)
-    score = PseudoLabelScore(ctx.label_space.classes, ignore=IGNORE_INDEX)
+    score = PseudoLabelScore(ctx.label_space.classes)
     for batch in ctx.batches(cfg.stream, labels=True):
         label = multi_scale_logits(model, batch["img"], tuple(cfg.scales)).argmax(1)[0]
         ctx.write_label(batch["name"][0], label)

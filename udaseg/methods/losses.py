@@ -19,6 +19,14 @@ def upsample_to(logits: torch.Tensor, size: Sequence[int], align_corners: bool =
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
+def nearest_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of integer label maps [B, H, W] to ``size`` (e.g. a feature grid);
+    a no-op when the size already matches."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
 def seg_cross_entropy(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
                       *, norm: str = "all") -> torch.Tensor:
     """Pixel-wise cross-entropy of ``logits`` [B,C,h,w] (upsampled to the label size) against

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from udaseg.methods.losses import upsample_to
+from udaseg.data.catalog import IGNORE_INDEX
+from udaseg.methods.losses import nearest_labels, upsample_to
 
 
 @torch.no_grad()
@@ -95,7 +96,7 @@ class PseudoLabelScore:
     pseudo-label, those labelled c, and per pseudo-label class the pixels it was given; pixels whose
     label is ``ignore`` are not counted, unlabelled pseudo-label pixels carry ``ignore`` too."""
 
-    def __init__(self, classes: list[str] | tuple[str, ...], ignore: int = 255):
+    def __init__(self, classes: list[str] | tuple[str, ...], ignore: int = IGNORE_INDEX):
         self.classes, self.ignore = list(classes), ignore
         n = len(self.classes)
         self.gt = torch.zeros(n, dtype=torch.int64)  # ground-truth pixels of c
@@ -106,9 +107,7 @@ class PseudoLabelScore:
     def update(self, pseudo: torch.Tensor, gt: torch.Tensor) -> None:
         """One image: ``pseudo`` [H,W] (``ignore`` = no label) and its labels ``gt``, resized
         (nearest) to the pseudo-labels' size when they differ."""
-        if gt.shape != pseudo.shape:
-            gt = torch.nn.functional.interpolate(gt[None, None].float(), size=tuple(pseudo.shape),
-                                                 mode="nearest")[0, 0].long()
+        gt = nearest_labels(gt[None], pseudo.shape)[0]
         gt, pseudo = gt.flatten().cpu(), pseudo.flatten().cpu()
         n = len(self.classes)
         valid = gt != self.ignore

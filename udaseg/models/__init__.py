@@ -35,6 +35,6 @@ from udaseg.models.weights import (
 __all__ = [
     "BACKBONES", "HEADS", "MODEL_KEYS", "NORMALIZATIONS", "Backbone", "CheckpointMismatchError", "DecodeHead",
     "EncoderDecoder", "Normalization", "create_backbone", "create_head", "create_model", "get_normalization",
-    "list_backbones", "list_heads", "load_checkpoint", "model_config_dict", "load_pretrained", "load_state_dict_strict",
-    "param_groups", "read_state_dict",
+    "list_backbones", "list_heads", "load_checkpoint", "load_pretrained", "load_state_dict_strict",
+    "model_config_dict", "param_groups", "read_state_dict",
 ]
