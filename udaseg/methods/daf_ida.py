@@ -67,13 +67,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from udaseg.data.catalog import CITYSCAPES_CLASSES, LabelSpace
+from udaseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX, LabelSpace
 from udaseg.errors import ConfigError
 from udaseg.methods import register_method
 from udaseg.methods.advent import Advent, AdventConfig
 from udaseg.methods.adversarial import entropy_map, minent_loss
 from udaseg.methods.base import MethodContext
-from udaseg.methods.losses import seg_cross_entropy
+from udaseg.methods.losses import nearest_labels, seg_cross_entropy
 from udaseg.methods.steps import StepContext, register_step
 from udaseg.models.depth import DepthAwareSegmentor
 from udaseg.models.inference import keep_ratio_size, resize_image
@@ -310,8 +310,8 @@ def depth_rank(ctx: StepContext, cfg: DepthRankConfig) -> dict:
         score, nu = ranking_score(logits.softmax(dim=1), depth, normalize=cfg.normalize, rare_ids=rare)
         name = batch["name"][0]
         if "label" in batch:  # diagnostics only: how right each image's argmax is (MiniCity has labels)
-            gt = F.interpolate(batch["label"][None].float(), size=logits.shape[-2:], mode="nearest")[0].long()
-            valid = gt != 255
+            gt = nearest_labels(batch["label"], logits.shape[-2:])
+            valid = gt != IGNORE_INDEX
             accuracy[name] = float((logits.argmax(dim=1)[valid] == gt[valid]).float().mean()) if valid.any() else None
         # Every image's argmax is written now and the hard ones removed after the split: one pass.
         ctx.write_label(name, logits.argmax(dim=1)[0].to(torch.uint8))
