@@ -96,8 +96,8 @@ def test_report_only_writes_the_page_from_the_records(tmp_path):
     page = out.read_text()
     assert "## minicity_gta2cs" in page and "## Claims" in page
     assert re.search(rf"\| source_only \| minicity_lite0 \| {len(runs)} ", page)
-    assert "| HRDA > DAFormer (GTA) | minicity_gta2cs | hrda vs daformer | – | – | not run yet (hrda) |" in page
-    assert "| MIC > HRDA (ACDC) | minicity_cs2acdc | hrda+mic vs hrda | – | – | not run yet (hrda+mic) |" in page
+    assert "| HRDA > DAFormer (GTA) | minicity_gta2cs | hrda vs daformer | – | – | – | not run yet (hrda) |" in page
+    assert "| MIC > HRDA (ACDC) | minicity_cs2acdc | hrda+mic vs hrda | – | – | – | not run yet (hrda+mic) |" in page
 
 
 _FAKE_UDASEG = r"""#!/usr/bin/env bash

@@ -343,12 +343,13 @@ def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS,
     diagnoses = diagnoses or {}
     lines = ["## Claims", "",
              "Each paper's claim, answered by the rows above (headline metric of the benchmark's first "
-             "evaluation set; verdict against one standard deviation over seeds). Where a claim is not "
+             "evaluation set; verdict against one standard deviation over seeds, given once both rows have "
+             "at least two seeds). Where a claim is not "
              "reproduced, the last column says what the runs' diagnostics show; the column before it "
              "lists the largest per-class IoU gains and losses (points, means over seeds).", "",
-             "| claim | benchmark | rows | means | difference (points) | MiniCity's answer | largest class changes "
-             "| diagnosis |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| claim | benchmark | rows | means | seeds | difference (points) | MiniCity's answer "
+             "| largest class changes | diagnosis |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for claim in claims:
         candidates = [g for g in groups if g.benchmark == claim.benchmark]
         first_set = candidates[0].eval_name if candidates else None
@@ -362,13 +363,14 @@ def claims_table(groups: list[Group], claims: tuple[Claim, ...] = CLAIMS,
         rows = f"{claim.better} vs {claim.than}"
         if better is None or than is None:
             missing = claim.better if better is None else claim.than
-            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | not run yet ({missing}) | – | – |")
+            lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | – | – | – | not run yet ({missing}) | – | – |")
             continue
         key = better.results[0].get("metric") or "mIoU19"
         diff, verdict = claim_verdict(better, than, key)
         means = f"{_fmt(better.mean(key), better.std(key))} vs {_fmt(than.mean(key), than.std(key))}"
+        seeds = f"{len(better.seeds)} vs {len(than.seeds)}"
         diagnosis = "–" if verdict.startswith("reproduced") else diagnoses.get(claim.text, "–")
-        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {diff} | {verdict} "
+        lines.append(f"| {claim.text} | {claim.benchmark} | {rows} | {means} | {seeds} | {diff} | {verdict} "
                      f"| {class_changes(better, than)} | {diagnosis} |")
     return lines + [""]
 

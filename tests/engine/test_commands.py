@@ -398,6 +398,8 @@ def test_claims_table_verdicts(tiny_run, tmp_path):
                                   Claim("W > V'", bench, "advent", "daformer", same_family=True)))
     assert [line.split(" | ")[3] for line in lines if line.startswith("| ") and " > " in line] == \
         ["32.0 ± 2.0 vs 26.0 ± 1.0", "32.0 ± 2.0 vs 26.0 ± 1.0", "20.0 ± – vs 32.0 ± 2.0", "–"]
+    assert [line.split(" | ")[4] for line in lines if line.startswith("| ") and " > " in line] == \
+        ["3 vs 3", "3 vs 3", "1 vs 3", "–"]  # each row's number of seeds
     text = write_report(runs, tmp_path / "r.md", claims=True).read_text()
     assert "## Claims" in text and "| DAFormer > the augmentation control | minicity_gta2cs |" in text
     assert main(["report", *map(str, runs), "--claims", "--out", str(tmp_path / "cli.md")]) == 0  # the README's command
@@ -410,7 +412,7 @@ def test_claims_table_verdicts(tiny_run, tmp_path):
     text = (tmp_path / "d.md").read_text()
     assert "| reproduced (> 1 std, 2.0) | – | – |" in text and "not shown" not in text  # same classes: no change
     assert "| within noise (std 2.0) | – | the context branch sees little |" in text
-    assert "| not run yet (bafft_step2) | – | – |" in text
+    assert "| – | not run yet (bafft_step2) | – | – |" in text
     diagnoses.write_text("HRDA beats everything: no\n")
     with pytest.raises(UdasegError, match="diagnoses.yaml: 'HRDA beats everything' is not a claim"):
         load_diagnoses(diagnoses)
