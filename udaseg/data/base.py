@@ -406,13 +406,15 @@ def pair_files(
     expected_label: Callable[[Path], str],
     expected_image: Callable[[str], str],
     labels_need_images: bool = True,
-    make_sample: Callable[[str, Path, tuple[LabelSource, ...]], SampleFiles],
+    make_sample: Callable[[str, Path, tuple[LabelSource, ...]], SampleFiles] = SampleFiles,
 ) -> tuple[list[SampleFiles], list[Unpaired]]:
     """Pair images with labels by key.
 
     ``images`` yields ``(image_key, image_path, label_key)``; several images may share one label
     (Foggy/Rain Cityscapes). ``labels`` maps label key → its label files, or is None for an
     unlabelled split. Labels no image refers to are reported when ``labels_need_images``.
+    ``make_sample(image_key, image_path, label_sources)`` builds each sample (by default a plain
+    ``SampleFiles``).
     """
     samples: list[SampleFiles] = []
     unpaired: list[Unpaired] = []
@@ -652,6 +654,21 @@ class SegDataset(torch.utils.data.Dataset):
         if not state.complete:
             return None
         return space_encoding(self._space(state.label_space))
+
+    def flat_labels(self, labels_dir: Path, raw: Callable[[Path], LabelSource]) -> dict[str, list[LabelSource]]:
+        """Label sources of a folder of raw ``<key>.png`` labels beside the ``<key>_labelTrainIds.png``
+        files prepare writes there: per key the raw file first (``raw(path)`` says how to read it),
+        then the prepared one while it is readable. A key with only a prepared file (its raw label
+        deleted) is still a labelled sample."""
+        prepared = self.prepared_encoding()
+        labels: dict[str, list[LabelSource]] = {}
+        for path in files_with_suffix(labels_dir, ".png"):
+            if not path.stem.endswith(TRAIN_IDS_SUFFIX):
+                labels.setdefault(path.stem, []).insert(0, raw(path))
+            elif prepared is not None:
+                key = path.stem[: -len(TRAIN_IDS_SUFFIX)]
+                labels.setdefault(key, []).append(LabelSource(path, prepared, prepared=True))
+        return labels
 
     def train_ids_path(self, raw: Path) -> Path:
         """Where prepare writes the train ids of raw label file ``raw``:

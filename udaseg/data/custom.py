@@ -43,7 +43,6 @@ from udaseg.data.base import (
     DataError,
     LabelEncoding,
     LabelSource,
-    SampleFiles,
     SegDataset,
     SplitScan,
     Unpaired,
@@ -248,7 +247,6 @@ class CustomDataset(SegDataset):
             [(name, path, name) for name, path in images.items()], labels,
             expected_label=lambda p: f"{folders.labels}/{p.name[: -len(cmap.image_suffix)]}{cmap.label_suffix}",
             expected_image=lambda key: f"{folders.images}/{key}{cmap.image_suffix}",
-            make_sample=lambda key, image, sources: SampleFiles(key, image, sources),
         )
         return SplitScan(samples, unpaired + missing, images_dir)
 

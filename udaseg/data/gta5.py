@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from udaseg.data.base import (
     CITYSCAPES_LABEL_IDS,
-    TRAIN_IDS_SUFFIX,
     LabelSource,
-    SampleFiles,
     SegDataset,
     SplitScan,
     files_with_suffix,
@@ -36,22 +34,11 @@ class GTA5(SegDataset):
     def scan(self) -> SplitScan:
         images_dir = self.require_split_dir(self.root / "images")
         labels_dir = self.require_dir(self.root / "labels", "GTA5 label PNGs beside images/")
-        labels: dict[str, list[LabelSource]] = {}
-        prepared = self.prepared_encoding()
-        for path in files_with_suffix(labels_dir, ".png"):
-            if path.stem.endswith(TRAIN_IDS_SUFFIX):
-                if prepared is None:
-                    continue
-                key = path.stem[: -len(TRAIN_IDS_SUFFIX)]
-                labels.setdefault(key, []).append(LabelSource(path, prepared, prepared=True))
-            else:
-                labels.setdefault(path.stem, []).insert(0, LabelSource(path, CITYSCAPES_LABEL_IDS))
-        # A key with only a prepared file (raw label deleted) is still a labelled sample.
+        labels = self.flat_labels(labels_dir, lambda path: LabelSource(path, CITYSCAPES_LABEL_IDS))
         images = [(p.stem, p, p.stem) for p in files_with_suffix(images_dir, ".png")]
         samples, unpaired = pair_files(
             images, labels,
             expected_label=lambda p: f"labels/{p.stem}.png",
             expected_image=lambda key: f"images/{key}.png",
-            make_sample=lambda key, image, sources: SampleFiles(key, image, sources),
         )
         return SplitScan(samples, unpaired, images_dir)

@@ -34,7 +34,6 @@ from udaseg.data.base import (
     DataError,
     LabelEncoding,
     LabelSource,
-    SampleFiles,
     SegDataset,
     SplitScan,
     files_with_suffix,
@@ -114,6 +113,5 @@ class Mapillary(SegDataset):
             images, labels,
             expected_label=lambda p: f"{self.split}/{self.label_folder}/{p.stem}.png",
             expected_image=lambda key: f"{self.split}/images/{key}.jpg",
-            make_sample=lambda key, image, sources: SampleFiles(key, image, sources),
         )
         return SplitScan(samples, unpaired, images_dir)

@@ -20,9 +20,7 @@ from pathlib import Path
 
 from udaseg.data.base import (
     SYNTHIA_CLASS_IDS,
-    TRAIN_IDS_SUFFIX,
     LabelSource,
-    SampleFiles,
     SegDataset,
     SplitScan,
     Unpaired,
@@ -54,23 +52,13 @@ class Synthia(SegDataset):
         labels_dir = self.require_dir(self.root / "GT" / "LABELS", "SYNTHIA label PNGs (GT/LABELS beside RGB/)")
         depth_dir = (self.require_dir(self.root / "Depth" / "Depth", "SYNTHIA depth PNGs (Depth/Depth beside RGB/)")
                      if self.with_depth else None)
-        prepared = self.prepared_encoding()
-        labels: dict[str, list[LabelSource]] = {}
-        for path in files_with_suffix(labels_dir, ".png"):
-            if path.stem.endswith(TRAIN_IDS_SUFFIX):
-                if prepared is None:
-                    continue
-                key = path.stem[: -len(TRAIN_IDS_SUFFIX)]
-                labels.setdefault(key, []).append(LabelSource(path, prepared, prepared=True))
-            else:
-                labels.setdefault(path.stem, []).insert(
-                    0, LabelSource(path, SYNTHIA_CLASS_IDS, reader=read_synthia_label))
+        labels = self.flat_labels(
+            labels_dir, lambda path: LabelSource(path, SYNTHIA_CLASS_IDS, reader=read_synthia_label))
         images = [(p.stem, p, p.stem) for p in files_with_suffix(images_dir, ".png")]
         samples, unpaired = pair_files(
             images, labels,
             expected_label=lambda p: f"GT/LABELS/{p.stem}.png",
             expected_image=lambda key: f"RGB/{key}.png",
-            make_sample=lambda key, image, sources: SampleFiles(key, image, sources),
         )
         if depth_dir is not None:
             kept = []
