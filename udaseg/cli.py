@@ -159,6 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from udaseg.engine.checkpoint import load_network
     from udaseg.engine.trainer import build_dataset, pick_device
+    from udaseg.models.inference import inference_settings
 
     device = pick_device(args.device)
     model, cfg = load_network(args.source, args.network, device)
@@ -178,17 +179,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UdasegError("the run's benchmark has no validation set; pass --dataset and --root")
     rows = []
     for spec in specs:
-        mode = args.mode or spec.mode
-        window = args.window or (tuple(spec.window) if spec.window else None)
-        stride = args.stride or (tuple(spec.stride) if spec.stride else None)
-        test_scale = (tuple(args.test_scale) if args.test_scale
-                      else (tuple(spec.test_scale) if spec.test_scale else None))
         dataset = build_dataset(spec, cfg.data_root, cfg.benchmark.label_space)
-        scales = tuple(args.scales) if args.scales else (tuple(spec.scales) if spec.get("scales") else None)
-        result = evaluate(model, dataset, mode=mode, flip=args.flip or spec.flip, test_scale=test_scale,
-                          window=window, stride=stride, device=device, network=args.network, scales=scales,
-                          interpolation=spec.get("interpolation", "bilinear"), progress=not args.quiet,
-                          dataset_name=spec.dataset)
+        settings = inference_settings(spec, mode=args.mode, window=args.window, stride=args.stride,
+                                      test_scale=args.test_scale, flip=args.flip, scales=args.scales)
+        result = evaluate(model, dataset, **settings, device=device, network=args.network,
+                          progress=not args.quiet, dataset_name=spec.dataset)
         name = spec.name or f"{spec.dataset}_{spec.split}"
         print(f"== {name} ({args.network}, {result.protocol['mode']}{', flip' if result.protocol['flip'] else ''})")
         print(result.table())
@@ -246,6 +241,23 @@ def _add_trust_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="read checkpoints that hold objects beyond tensors and plain data with the full unpickler "
                         "(it can run code from the file: only for files you trust); warns per file")
+
+
+def _add_inference_flags(p: argparse.ArgumentParser, protocol: str) -> None:
+    """The inference flags of eval and predict; each defaults to ``protocol`` (the run's settings)."""
+    p.add_argument("--mode", choices=("whole", "slide"), default=None, help=f"inference mode (default: {protocol})")
+    p.add_argument("--window", type=_pair, default=None, help="slide window HxW")
+    p.add_argument("--stride", type=_pair, default=None, help="slide stride HxW")
+    p.add_argument("--test-scale", type=_pair, default=None, metavar="LONGxSHORT",
+                   help=f"keep-ratio resize before inference, e.g. 1024x512 (default: {protocol})")
+    p.add_argument("--scales", type=float, nargs="+", metavar="S",
+                   help="max-fuse the logits of the image resized by each factor (e.g. 1 0.5: DiGA's two-scale "
+                        f"test; 1 switches it off; default: {protocol})")
+    p.add_argument("--flip", action="store_true",
+                   help=f"average with the horizontally flipped image (on anyway where {protocol} protocol flips)")
+    p.add_argument("--network", choices=("student", "teacher"), default="student",
+                   help="which network of the checkpoint (default: student)")
+    p.add_argument("--device", default="auto")
 
 
 def _add_demo_command(sub) -> None:
@@ -330,17 +342,7 @@ def _add_eval_command(sub) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option (e.g. conditions=night, beta=0.02); repeatable")
     p.add_argument("--label-space", default=None, help="label space (default: the run's)")
-    p.add_argument("--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the run's)")
-    p.add_argument("--window", type=_pair, default=None, help="slide window HxW")
-    p.add_argument("--stride", type=_pair, default=None, help="slide stride HxW")
-    p.add_argument("--test-scale", type=_pair, default=None, metavar="LONGxSHORT",
-                   help="keep-ratio resize before inference, e.g. 1024x512")
-    p.add_argument("--scales", type=float, nargs="+", metavar="S",
-                   help="max-fuse the logits of the image resized by each factor (e.g. 1 0.5: DiGA's two-scale test)")
-    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument("--network", choices=("student", "teacher"), default="student",
-                   help="which network of the checkpoint (default: student)")
-    p.add_argument("--device", default="auto")
+    _add_inference_flags(p, "each validation set's")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (eval.json schema)")
     _add_trust_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -361,16 +363,9 @@ def _add_predict_command(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", action="append", choices=("color", "overlay", "trainid", "labelid"), default=None,
                    help="output format(s), repeatable (default: color)")
-    p.add_argument("--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the run's)")
-    p.add_argument("--window", type=_pair, default=None, help="slide window HxW")
-    p.add_argument("--stride", type=_pair, default=None, help="slide stride HxW")
-    p.add_argument("--test-scale", type=_pair, default=None, metavar="LONGxSHORT",
-                   help="keep-ratio resize before inference (default: the run's first validation set's)")
-    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument("--network", choices=("student", "teacher"), default="student")
+    _add_inference_flags(p, "the run's first validation set's")
     p.add_argument("--video-stride", type=int, default=1, help="every N-th frame of a video (default 1)")
     _add_trust_flag(p)
-    p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

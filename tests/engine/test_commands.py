@@ -110,6 +110,40 @@ def test_saved_labelid_predictions_score_like_the_run(tiny_run, minicity_small, 
     assert scored["mode"] == "predictions"
 
 
+def test_predict_follows_the_runs_protocol_as_eval_scores_it(tiny_run, minicity_small, tmp_path):
+    """A run whose validation flips and fuses two scales (DiGA's test): predict writes what eval
+    scored, unless its flags say otherwise."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["benchmark"]["val"] = [{**cfg["benchmark"]["val"][0], "mode": "whole", "flip": True, "scales": [1.0, 0.5]}]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    folder = minicity_small / "cityscapes" / "leftImg8bit" / "val"
+
+    def scored(*flags: str) -> dict:
+        out = tmp_path / ("p" + "".join(flags).replace(" ", ""))
+        assert main(["predict", str(run), str(folder), "--out", str(out), "--format", "labelid", "--quiet",
+                     *flags]) == 0
+        assert main(["eval", "--predictions", str(out), "--dataset", "cityscapes", "--root",
+                     str(minicity_small / "cityscapes"), "--split", "val", "--out", str(out / "s.json"),
+                     "--quiet"]) == 0
+        return json.loads((out / "s.json").read_text())
+
+    def same_scores(a: dict, b: dict) -> bool:
+        return a["pixel_accuracy"] == pytest.approx(b["pixel_accuracy"], abs=1e-12) and all(
+            a["per_class_iou"][k] == pytest.approx(v, abs=1e-12) or (v is None and a["per_class_iou"][k] in (None, 0.0))
+            for k, v in b["per_class_iou"].items())
+
+    assert main(["eval", str(run), "--out", str(tmp_path / "e.json"), "--quiet"]) == 0
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["flip"] and evaluated["scales"] == [1.0, 0.5]
+    assert main(["eval", str(run), "--scales", "1", "--out", str(tmp_path / "e1.json"), "--quiet"]) == 0
+    one_scale = json.loads((tmp_path / "e1.json").read_text())
+    assert "scales" not in one_scale and not same_scores(one_scale, evaluated)  # the fusion changes the scores
+    assert same_scores(scored(), evaluated)
+    assert same_scores(scored("--scales", "1"), one_scale)
+
+
 def test_report_over_seeds(tiny_run, tiny_train_args, tmp_path):
     other = tmp_path / "runs" / "s1"
     trainer.train(config_lib.compose(tiny_train_args(iters=2, seed=1)), other, progress=False)

@@ -5,8 +5,15 @@ import pytest
 import torch
 from torch import nn
 
+from udaseg.errors import ConfigError
 from udaseg.models import create_model
-from udaseg.models.inference import infer_logits, keep_ratio_size, predict, slide_windows
+from udaseg.models.inference import (
+    infer_logits,
+    inference_settings,
+    keep_ratio_size,
+    predict,
+    slide_windows,
+)
 
 
 def test_keep_ratio_size_mmcv_rule():
@@ -201,3 +208,21 @@ def test_bicubic_test_scale_resize_is_pils_antialiased_bicubic():
     assert a.shape == b.shape == (1, 2, 16, 32) and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="interpolation"):
         infer_logits(model, big, test_scale=(16, 8), interpolation="area")
+
+
+def test_inference_settings_read_the_spec_and_let_given_flags_override():
+    assert inference_settings(None) == {"mode": "whole", "test_scale": None, "window": None, "stride": None,
+                                        "flip": False, "scales": None, "interpolation": "bilinear"}
+    spec = {"mode": "slide", "test_scale": [1024, 512], "window": [64, 64], "stride": [32, 32], "flip": True,
+            "scales": None, "interpolation": "bicubic"}
+    got = inference_settings(spec, mode=None, window=(48, 48), flip=False, scales=None)
+    assert got == {"mode": "slide", "test_scale": (1024, 512), "window": (48, 48), "stride": (32, 32),
+                   "flip": True, "scales": None, "interpolation": "bicubic"}  # --flip absent keeps the spec's
+    two = {"mode": "whole", "scales": [1, 0.5]}
+    assert inference_settings(two)["scales"] == (1.0, 0.5)
+    assert inference_settings(two, scales=[1.0])["scales"] is None  # --scales 1: plain inference
+    assert inference_settings(two, mode="slide", window=(8, 8), stride=(4, 4), scales=[1])["mode"] == "slide"
+    with pytest.raises(ConfigError, match=r"scales \[1.0, 0.5\] fuse whole-image inference only"):
+        inference_settings(two, mode="slide")
+    with pytest.raises(TypeError, match="unknown setting 'windows'"):
+        inference_settings(two, windows=(8, 8))

@@ -19,7 +19,7 @@ import torch
 
 from udaseg.engine.export import export_prediction
 from udaseg.errors import DataError, UdasegError
-from udaseg.models.inference import infer_logits
+from udaseg.models.inference import infer_logits, inference_settings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -115,13 +115,10 @@ def run_predict(args) -> int:
     model, cfg = load_network(args.source, args.network, device)
     print(f"checkpoint: {model.checkpoint_path} ({args.network})")
     label_space = get_label_space(cfg.benchmark.label_space)
-    val = cfg.benchmark.val[0] if cfg.benchmark.val else None
-    mode = args.mode or (val.mode if val else "whole")
-    window = args.window or (tuple(val.window) if val is not None and val.window else None)
-    stride = args.stride or (tuple(val.stride) if val is not None and val.stride else None)
-    test_scale = tuple(args.test_scale) if args.test_scale else (
-        tuple(val.test_scale) if val is not None and val.test_scale else None)
-    interpolation = val.get("interpolation", "bilinear") if val is not None else "bilinear"
+    # the run's first validation set's protocol (as eval scores it), the command line's flags over it
+    settings = inference_settings(cfg.benchmark.val[0] if cfg.benchmark.val else None, mode=args.mode,
+                                  window=args.window, stride=args.stride, test_scale=args.test_scale,
+                                  flip=args.flip, scales=args.scales)
     formats = args.format or ["color"]
     out = Path(args.out)
 
@@ -133,8 +130,7 @@ def run_predict(args) -> int:
             for frame in frames_of(path, sub, max(1, args.video_stride)):
                 img = torch.from_numpy(frame.image).permute(2, 0, 1)[None]
                 with torch.no_grad():
-                    logits = infer_logits(model, img, mode=mode, test_scale=test_scale, window=window,
-                                          stride=stride, flip=args.flip, interpolation=interpolation)
+                    logits = infer_logits(model, img, **settings)
                 pred = logits.argmax(dim=1)[0].cpu().numpy()
                 for fmt in formats:
                     export_prediction(pred, out / frame.out_dir, frame.stem, fmt, label_space, image=frame.image)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from udaseg.data.catalog import colorize
-from udaseg.models.inference import infer_logits
+from udaseg.models.inference import infer_logits, inference_settings
 
 SAMPLES_PER_SET = 3
 
@@ -28,13 +28,7 @@ def _predict(network: nn.Module, spec, image: torch.Tensor, device: torch.device
     network.eval()
     try:
         with torch.no_grad():
-            scales = getattr(spec, "scales", None)
-            logits = infer_logits(network, image[None].to(device), mode=spec.mode,
-                                  test_scale=tuple(spec.test_scale) if spec.test_scale else None,
-                                  window=tuple(spec.window) if spec.window else None,
-                                  stride=tuple(spec.stride) if spec.stride else None, flip=spec.flip,
-                                  scales=tuple(scales) if scales else None,
-                                  interpolation=getattr(spec, "interpolation", None) or "bilinear")
+            logits = infer_logits(network, image[None].to(device), **inference_settings(spec))
     finally:
         network.train(was_training)
     return logits.argmax(dim=1)[0].cpu().numpy()

@@ -61,6 +61,7 @@ from udaseg.engine.evaluator import evaluate
 from udaseg.engine.summary import write_run_summary
 from udaseg.errors import ConfigError, DataError, UdasegError
 from udaseg.methods import MethodContext, create_method, get_method_class
+from udaseg.models.inference import inference_settings
 from udaseg.models.weights import checkpoint_trust
 
 log = logging.getLogger(__name__)
@@ -362,13 +363,8 @@ def evaluate_all(method, cfg: DictConfig, val_sets: list, device: torch.device, 
     if network is None:  # a stage that trains no segmentation network (DiGA's translator)
         return results
     for spec, dataset in val_sets:
-        result = evaluate(network, dataset, mode=spec.mode, flip=spec.flip,
-                          test_scale=tuple(spec.test_scale) if spec.test_scale else None,
-                          window=tuple(spec.window) if spec.window else None,
-                          stride=tuple(spec.stride) if spec.stride else None,
-                          scales=tuple(spec.scales) if spec.get("scales") else None,
-                          interpolation=spec.get("interpolation", "bilinear"),
-                          device=device, network=method.eval_network_name, progress=False,
+        result = evaluate(network, dataset, **inference_settings(spec), device=device,
+                          network=method.eval_network_name, progress=False,
                           num_workers=min(cfg.workers, 2), dataset_name=spec.dataset)
         row = {"name": spec.name or f"{spec.dataset}_{spec.split}", "iter": it, "metric": headline_metric(cfg),
                **result.to_json(), "confusion": result.confusion.tolist()}

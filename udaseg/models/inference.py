@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from udaseg.errors import ConfigError
+
 MODES = ("whole", "slide")
 # How an image is resized before inference: bilinear as mmcv/cv2 (the DAFormer line), or bicubic
 # with antialiasing as PIL's BICUBIC (the ADVENT/DeepLab-v2 line's loaders: AdvEnt, DAF, BAFFT, DiGA).
@@ -194,6 +196,38 @@ def infer_logits(model: nn.Module, img: torch.Tensor, mode: str = "whole",
 def predict(model: nn.Module, img: torch.Tensor, **options) -> torch.Tensor:
     """``int64 [B, *out_size]`` class indices: the argmax of :func:`infer_logits`."""
     return infer_logits(model, img, **options).argmax(dim=1)
+
+
+def inference_settings(spec=None, **overrides) -> dict:
+    """The inference keyword arguments of :func:`infer_logits` (and ``evaluate``) for evaluation
+    set ``spec`` — a benchmark's ``val`` entry (``mode``, ``test_scale``, ``window``, ``stride``,
+    ``flip``, ``scales``, ``interpolation``), or None for plain whole-image inference. Each
+    override that is given (not None, not False) replaces the spec's value: the command line's
+    ``--mode``, ``--window`` … (a ``--flip`` can switch flipping on, not off; ``--scales 1`` switches
+    multi-scale fusion off). One reading of the protocol for training-time evaluation, ``eval``,
+    ``predict`` and the run summary's pictures."""
+    def get(key: str):
+        return spec.get(key) if spec is not None else None
+
+    def pair(value):
+        return tuple(value) if value else None
+
+    settings: dict = {"mode": get("mode") or "whole", "test_scale": pair(get("test_scale")),
+                      "window": pair(get("window")), "stride": pair(get("stride")), "flip": bool(get("flip")),
+                      "scales": tuple(float(s) for s in get("scales")) if get("scales") else None,
+                      "interpolation": get("interpolation") or "bilinear"}
+    for key, value in overrides.items():
+        if key not in settings:
+            raise TypeError(f"inference_settings: unknown setting {key!r}")
+        if value is not None and value is not False:
+            settings[key] = (tuple(float(s) for s in value) if key == "scales"
+                             else tuple(value) if isinstance(value, list | tuple) else value)
+    if settings["scales"] == (1.0,):
+        settings["scales"] = None  # one scale is plain inference
+    if settings["scales"] and settings["mode"] != "whole":
+        raise ConfigError(f"inference: scales {list(settings['scales'])} fuse whole-image inference only, not "
+                          f"{settings['mode']!r} (pass --scales 1 to slide)")
+    return settings
 
 
 def describe(mode: str, test_scale=None, window=None, stride=None, flip: bool = False, scales=None,
