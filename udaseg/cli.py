@@ -169,10 +169,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.dataset:
         if not args.root:
             raise UdasegError("--dataset needs --root")
+        # no inference keys: inference_settings reads their absence as whole-image inference at the
+        # dataset's size, which the command-line flags override
         specs = [OmegaConf.create({"name": f"{args.dataset}_{args.split}", "dataset": args.dataset,
-                                   "root": str(Path(args.root).resolve()), "split": args.split, "options": options,
-                                   "test_scale": None, "mode": "whole", "window": None, "stride": None,
-                                   "flip": False, "scales": None})]
+                                   "root": str(Path(args.root).resolve()), "split": args.split, "options": options})]
     else:
         specs = list(cfg.benchmark.val)
         if not specs:
