@@ -527,7 +527,8 @@ def _offline_pseudo_label_steps(run: Run) -> list[tuple[str, dict]]:
 def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list[str]:
     """The offline pseudo-labels each pipeline stage trained on, against the split's labels (means
     over seeds): the fraction of pixels labelled, their accuracy and per class the precision / the
-    share of the class's pixels labelled correctly."""
+    share of the class's pixels labelled correctly — over the seeds whose step recorded per-class
+    figures, counted in the seeds column where they are fewer."""
     def mean(values: list) -> float | None:
         values = [v for v in values if v is not None]
         return statistics.fmean(values) if values else None
@@ -544,6 +545,8 @@ def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list
         for folder, summaries in steps.items():
             labelled = mean([s.get("labelled_fraction", 1.0) for s in summaries])
             accuracy = mean([s["accuracy_vs_labels"] for s in summaries])
+            recorded = sum(isinstance(s.get("per_class"), dict) for s in summaries)
+            seeds = str(len(summaries)) + (f" (per class {recorded})" if 0 < recorded < len(summaries) else "")
             cells = []
             for c in classes:
                 per_class = [s["per_class"].get(c) for s in summaries if isinstance(s.get("per_class"), dict)]
@@ -553,14 +556,15 @@ def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list
                     continue
                 cells.append(f"{pct(mean([v['precision'] for v in per_class]))}/"
                              f"{pct(mean([v['correct'] for v in per_class]))}")
-            rows.append(f"| {g.name} | {folder} | {len(summaries)} | {pct(labelled)} | {pct(accuracy)} | "
+            rows.append(f"| {g.name} | {folder} | {seeds} | {pct(labelled)} | {pct(accuracy)} | "
                         + " | ".join(cells) + " |")
     if not rows:
         return []
     return ["Offline pseudo-labels each pipeline stage trained on, against the target's training labels "
             "(diagnostics only; means over seeds): the share of pixels labelled, their accuracy, and per "
             "class the precision of the pseudo-label / the share of the class's pixels labelled correctly "
-            "(%; \"–/0\": no pixel was given that label; \"–\" per class: not recorded by that run).", "",
+            "(%; \"–/0\": no pixel was given that label; \"–\" per class: not recorded by that run; seeds "
+            "\"3 (per class 2)\": the per-class cells are means over the 2 seeds that recorded them).", "",
             "| method | step | seeds | labelled | accuracy | " + " | ".join(classes) + " |",
             "|---|---|---|---|---|" + "---|" * len(classes), *rows, ""]
 

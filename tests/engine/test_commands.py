@@ -297,12 +297,14 @@ def test_report_tables_pseudo_label_precision_over_the_last_quarter(tiny_run, tm
 
 def test_report_tables_the_offline_pseudo_labels_a_pipeline_stage_trained_on(tiny_run, tmp_path):
     """A pipeline stage whose config names a step's pseudo_labels folder gets a row with that step's
-    summary (means over seeds); per class precision / correct, "–" where a label was never given."""
+    summary (means over seeds); per class precision / correct, "–" where a label was never given,
+    over the seeds that recorded per-class figures (their count in the seeds column)."""
     from udaseg.report import write_report
 
     stages = []
     for seed, (road, labelled) in enumerate((({"precision": 0.9, "correct": 0.4}, 0.4),
-                                             ({"precision": 0.8, "correct": 0.6}, 0.6))):
+                                             ({"precision": 0.8, "correct": 0.6}, 0.6),
+                                             (None, 0.5))):  # a step that predates per-class figures
         stage = tmp_path / f"pipe{seed}" / "stages" / "03_isl"
         shutil.copytree(tiny_run, stage)
         cfg = yaml.safe_load((stage / "config.yaml").read_text())
@@ -311,14 +313,18 @@ def test_report_tables_the_offline_pseudo_labels_a_pipeline_stage_trained_on(tin
         (stage / "config.yaml").write_text(yaml.safe_dump(cfg))
         step = stage.parent / "02_pseudo"
         step.mkdir()
-        per_class = {"road": road, "sky": {"precision": None, "correct": 0.0}} if seed == 0 else {"road": road}
-        (step / "summary.json").write_text(json.dumps(
-            {"labelled_fraction": labelled, "accuracy_vs_labels": 0.8 + 0.1 * seed, "per_class": per_class}))
+        summary = {"labelled_fraction": labelled, "accuracy_vs_labels": (0.8, 0.9, 0.7)[seed]}
+        if road is not None:
+            summary["per_class"] = {"road": road}
+            if seed == 0:
+                summary["per_class"]["sky"] = {"precision": None, "correct": 0.0}
+        (step / "summary.json").write_text(json.dumps(summary))
         stages.append(stage)
     text = write_report(stages, tmp_path / "r.md").read_text()
     table = text[text.index("Offline pseudo-labels"):].splitlines()
     cells = next(line for line in table if line.startswith("| source_only |")).strip("| ").split(" | ")
-    assert cells[1:5] == ["02_pseudo", "2", "50", "85"]  # labelled (40 + 60)/2, accuracy (80 + 90)/2
+    # labelled (40 + 60 + 50)/3, accuracy (80 + 90 + 70)/3; the per-class cells over the first two
+    assert cells[1:5] == ["02_pseudo", "3 (per class 2)", "50", "80"]
     assert cells[5] == "85/50" and cells[15] == "–/0" and cells[6] == "–"  # road, sky (never given), sidewalk
 
 
