@@ -545,12 +545,13 @@ def _offline_pseudo_label_table(groups: list[Group], classes: list[str]) -> list
         for folder, summaries in steps.items():
             labelled = mean([s.get("labelled_fraction", 1.0) for s in summaries])
             accuracy = mean([s["accuracy_vs_labels"] for s in summaries])
-            recorded = sum(isinstance(s.get("per_class"), dict) for s in summaries)
-            seeds = str(len(summaries)) + (f" (per class {recorded})" if 0 < recorded < len(summaries) else "")
+            recorded = [s["per_class"] for s in summaries if isinstance(s.get("per_class"), dict)]
+            seeds = str(len(summaries))
+            if 0 < len(recorded) < len(summaries):
+                seeds += f" (per class {len(recorded)})"
             cells = []
             for c in classes:
-                per_class = [s["per_class"].get(c) for s in summaries if isinstance(s.get("per_class"), dict)]
-                per_class = [v for v in per_class if v]
+                per_class = [v for table in recorded if (v := table.get(c))]
                 if not per_class:
                     cells.append("–")
                     continue
